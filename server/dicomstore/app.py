@@ -1,0 +1,170 @@
+"""The composition root: Settings -> adapters -> core -> both transports, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+
+import grpc
+import uvicorn
+from google.cloud.healthcare.v1.dataset import dataset_pb2
+from google.cloud.healthcare.v1.dicom import dicom_pb2
+from google.longrunning import operations_pb2
+
+from dicomstore.api.grpc.server import GrpcServer
+from dicomstore.api.rest.app import create_app
+from dicomstore.api.services.datasets import DatasetServiceHandlers
+from dicomstore.api.services.dicom import DicomServiceHandlers
+from dicomstore.api.services.operations import OperationsHandlers
+from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.config import Settings
+from dicomstore.core.datasets import Datasets
+from dicomstore.core.exports import Exports
+from dicomstore.core.imports import Imports
+from dicomstore.core.operations import Operations
+from dicomstore.core.paging import PageTokens
+from dicomstore.core.stores import DicomStores
+
+log = logging.getLogger("dicomstore")
+
+
+class _HttpServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The application owns SIGTERM/SIGINT: it drains both transports together.
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class App:
+    """One dicomstore server: build with Settings, `start()`, then `stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = SqliteCatalog(settings.catalog_path)
+        self.blobs = LocalBlobStore(settings.blob_dir)
+        self._serving = False
+        self._http: _HttpServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.grpc: GrpcServer | None = None
+        self.operations: Operations | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        await self.catalog.open()
+        await self.blobs.open()
+        await self._remove_orphan_blobs()
+        tokens = PageTokens(await self.catalog.setting("page_token_key", os.urandom(32)))
+        operations = Operations(self.catalog, tokens, concurrency=settings.operation_workers)
+        self.operations = operations
+        stores = DicomStores(self.catalog, self.blobs, tokens)
+        datasets = Datasets(self.catalog, self.blobs, operations, tokens)
+        imports = Imports(self.catalog, operations)
+        exports = Exports(self.catalog, operations)
+        await operations.resume()
+
+        services = [
+            (dicom_pb2.DESCRIPTOR.services_by_name["DicomService"], DicomServiceHandlers(stores, imports, exports)),
+            (dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"], DatasetServiceHandlers(datasets)),
+            (operations_pb2.DESCRIPTOR.services_by_name["Operations"], OperationsHandlers(operations)),
+        ]
+        self.grpc = GrpcServer(
+            services,
+            address=_address(settings.host, settings.grpc_port),
+            credentials=self._credentials(),
+        )
+        self.grpc_port = self.grpc.port
+        sock = _bind(settings.host, settings.http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(lambda: self._serving),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(settings.shutdown_grace),
+        )
+        self._http = _HttpServer(config)
+        await self.grpc.start()
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                await self._http_task
+                raise OSError(f"HTTP server did not start on {settings.host}:{settings.http_port}")
+            await asyncio.sleep(0.01)
+        self._serving = True
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "host": settings.host,
+                "data_dir": str(settings.data_dir),
+            },
+        )
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        if cert is None or key is None:
+            return None
+        return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+
+    async def _remove_orphan_blobs(self) -> None:
+        """A crash between deleting a store's rows and its blobs leaves blobs nobody owns."""
+        orphans = await self.blobs.dicom_store_keys() - await self.catalog.dicom_store_keys()
+        for key in orphans:
+            await self.blobs.remove_dicom_store(key)
+        if orphans:
+            log.info("removed orphan blobs", extra={"stores": sorted(orphans)})
+
+    async def stop(self) -> None:
+        """Refuse new work, let in-flight calls finish within the grace period, close storage."""
+        self._serving = False
+        grace = self.settings.shutdown_grace
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        if self.operations is not None:
+            await self.operations.close()
+        await self.catalog.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})
+    await app.stop()

@@ -1,0 +1,370 @@
+"""The catalog on SQLite through aiosqlite: one writer connection, a few reader connections, WAL.
+
+SQLite allows one writer at a time, so writes are serialised by an asyncio lock on the writer
+connection (each in one `BEGIN IMMEDIATE` transaction); readers run concurrently on their own
+connections and see only committed transactions (WAL snapshots). `synchronous=FULL`: a committed
+transaction survives a power cut, not only a process crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from dicomstore.catalog import records
+from dicomstore.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
+from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("dicomstore.catalog") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class SqliteCatalog:
+    """`dicomstore.core.ports.Catalog` on one SQLite file."""
+
+    def __init__(self, path: Path, *, readers: int = 2) -> None:
+        self._path = path
+        self._reader_count = readers
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = itertools.cycle([0])
+        self._write_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        for pragma in _PRAGMAS:
+            await db.execute(pragma)
+        return db
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._migrate(self._writer)
+        self._readers = [await self._connect() for _ in range(self._reader_count)]
+        self._next_reader = itertools.cycle(range(self._reader_count))
+
+    async def close(self) -> None:
+        for db in [*self._readers, *([self._writer] if self._writer else [])]:
+            await db.close()
+        self._readers, self._writer = [], None
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        known = _migrations()
+        if known and current > known[-1][0]:
+            raise FailedPrecondition(
+                f"catalog {self._path} has schema version {current}, newer than this dicomstore "
+                f"({known[-1][0]}): upgrade dicomstore"
+            )
+        for version, script in known:
+            if version <= current:
+                continue
+            # executescript commits first; the script and the version bump go in one transaction.
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;")
+
+    @property
+    def _reader(self) -> aiosqlite.Connection:
+        return self._readers[next(self._next_reader)]
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        assert self._writer is not None, "catalog is not open"
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+        async with self._reader.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    @staticmethod
+    async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+        async with db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def setting(self, key: str, default: bytes) -> bytes:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, default),
+            )
+            value = await self._scalar(db, "SELECT value FROM settings WHERE key = ?", (key,))
+        return bytes(value)
+
+    # Datasets
+
+    async def _dataset_key(self, db: aiosqlite.Connection, name: DatasetName) -> int:
+        key = await self._scalar(
+            db,
+            "SELECT id FROM datasets WHERE location = ? AND dataset_id = ?",
+            (str(name.location), name.dataset_id),
+        )
+        if key is None:
+            raise NotFound(f"dataset {name} not found", resource=str(name))
+        return int(key)
+
+    async def create_dataset(self, dataset: Dataset) -> None:
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO datasets (location, dataset_id, time_zone, create_time)"
+                    " VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+                    (str(dataset.name.location), dataset.name.dataset_id, dataset.time_zone),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"dataset {dataset.name} already exists", resource=str(dataset.name)
+                ) from None
+
+    async def get_dataset(self, name: DatasetName) -> Dataset:
+        row = await self._one(
+            "SELECT time_zone FROM datasets WHERE location = ? AND dataset_id = ?",
+            (str(name.location), name.dataset_id),
+        )
+        if row is None:
+            raise NotFound(f"dataset {name} not found", resource=str(name))
+        return Dataset(name, row["time_zone"])
+
+    async def list_datasets(
+        self, location: LocationName, *, after: str, limit: int
+    ) -> Sequence[Dataset]:
+        rows = await self._all(
+            "SELECT dataset_id, time_zone FROM datasets WHERE location = ? AND dataset_id > ?"
+            " ORDER BY dataset_id LIMIT ?",
+            (str(location), after, limit),
+        )
+        return [Dataset(DatasetName(location, r["dataset_id"]), r["time_zone"]) for r in rows]
+
+    async def update_dataset(self, dataset: Dataset) -> None:
+        async with self._transaction() as db:
+            key = await self._dataset_key(db, dataset.name)
+            await db.execute("UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key))
+
+    async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
+        async with self._transaction() as db:
+            key = await self._dataset_key(db, name)
+            async with db.execute("SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,)) as c:
+                store_keys = [int(r[0]) for r in await c.fetchall()]
+            await db.execute("DELETE FROM datasets WHERE id = ?", (key,))
+        return store_keys
+
+    # DICOM stores
+
+    async def create_dicom_store(self, store: DicomStore) -> None:
+        async with self._transaction() as db:
+            key = await self._dataset_key(db, store.name.dataset)
+            try:
+                await db.execute(
+                    "INSERT INTO dicom_stores (dataset_key, store_id, config, create_time)"
+                    " VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+                    (
+                        key,
+                        store.name.store_id,
+                        records.store_config_json(store.config),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"DICOM store {store.name} already exists", resource=str(store.name)
+                ) from None
+
+    _STORE_SELECT = (
+        "SELECT s.id, s.store_id, s.config FROM dicom_stores s"
+        " JOIN datasets d ON d.id = s.dataset_key WHERE d.location = ? AND d.dataset_id = ?"
+    )
+
+    async def _store_row(self, name: DicomStoreName) -> sqlite3.Row:
+        row = await self._one(
+            self._STORE_SELECT + " AND s.store_id = ?",
+            (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
+        )
+        if row is None:
+            raise NotFound(f"DICOM store {name} not found", resource=str(name))
+        return row
+
+    async def get_dicom_store(self, name: DicomStoreName) -> DicomStore:
+        row = await self._store_row(name)
+        return records.dicom_store(name, row["config"])
+
+    async def dicom_store_key(self, name: DicomStoreName) -> int:
+        return int((await self._store_row(name))["id"])
+
+    async def list_dicom_stores(
+        self, dataset: DatasetName, *, after: str, limit: int
+    ) -> Sequence[DicomStore]:
+        rows = await self._all(
+            self._STORE_SELECT + " AND s.store_id > ? ORDER BY s.store_id LIMIT ?",
+            (str(dataset.location), dataset.dataset_id, after, limit),
+        )
+        return [
+            records.dicom_store(DicomStoreName(dataset, r["store_id"]), r["config"])
+            for r in rows
+        ]
+
+    async def _store_key(self, db: aiosqlite.Connection, name: DicomStoreName) -> int:
+        key = await self._scalar(
+            db,
+            "SELECT s.id FROM dicom_stores s JOIN datasets d ON d.id = s.dataset_key"
+            " WHERE d.location = ? AND d.dataset_id = ? AND s.store_id = ?",
+            (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
+        )
+        if key is None:
+            raise NotFound(f"DICOM store {name} not found", resource=str(name))
+        return int(key)
+
+    async def update_dicom_store(self, store: DicomStore) -> None:
+        async with self._transaction() as db:
+            key = await self._store_key(db, store.name)
+            await db.execute(
+                "UPDATE dicom_stores SET config = ? WHERE id = ?",
+                (records.store_config_json(store.config), key),
+            )
+
+    async def delete_dicom_store(self, name: DicomStoreName) -> int:
+        async with self._transaction() as db:
+            key = await self._store_key(db, name)
+            await db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
+        return key
+
+    async def dicom_store_keys(self) -> set[int]:
+        return {int(r[0]) for r in await self._all("SELECT id FROM dicom_stores", ())}
+
+    async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
+        key = int((await self._store_row(name))["id"])
+        row = await self._one(
+            "SELECT COUNT(DISTINCT study_uid) AS studies,"
+            " COUNT(DISTINCT study_uid || '/' || series_uid) AS series, COUNT(*) AS instances,"
+            " COALESCE(SUM(structured_size), 0) AS structured, COALESCE(SUM(blob_size), 0) AS blob"
+            " FROM instances WHERE store_key = ? AND state = 1",
+            (key,),
+        )
+        assert row is not None
+        return DicomStoreMetrics(
+            name=name,
+            study_count=row["studies"],
+            series_count=row["series"],
+            instance_count=row["instances"],
+            structured_storage_size_bytes=row["structured"],
+            blob_storage_size_bytes=row["blob"],
+        )
+
+    # Operations
+
+    _OP_SELECT = (
+        "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d"
+        " ON d.id = o.dataset_key"
+    )
+
+    @staticmethod
+    def _operation(row: sqlite3.Row) -> Operation:
+        location = LocationName.parse(row["location"])
+        name = OperationName(DatasetName(location, row["dataset_id"]), row["operation_id"])
+        return records.operation(name, row)
+
+    async def create_operation(self, operation: Operation) -> None:
+        columns = records.operation_columns(operation)
+        async with self._transaction() as db:
+            key = await self._dataset_key(db, operation.name.dataset)
+            columns |= {
+                "dataset_key": key,
+                "operation_id": operation.name.operation_id,
+                "api_method_name": operation.api_method_name,
+                "create_time": records.micros(operation.create_time),
+                "job_kind": operation.job.kind,
+                "job_args": json.dumps(dict(operation.job.args), sort_keys=True),
+            }
+            try:
+                await db.execute(
+                    f"INSERT INTO operations ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' for _ in columns)})",
+                    list(columns.values()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"operation {operation.name} already exists", resource=str(operation.name)
+                ) from None
+
+    async def _operation_row(self, db: aiosqlite.Connection, name: OperationName) -> sqlite3.Row:
+        async with db.execute(
+            self._OP_SELECT + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?",
+            (str(name.dataset.location), name.dataset.dataset_id, name.operation_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"operation {name} not found", resource=str(name))
+        return row
+
+    async def get_operation(self, name: OperationName) -> Operation:
+        return self._operation(await self._operation_row(self._reader, name))
+
+    async def list_operations(
+        self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
+    ) -> Sequence[Operation]:
+        state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
+        rows = await self._all(
+            self._OP_SELECT + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
+            + state[done]
+            + " ORDER BY o.operation_id LIMIT ?",
+            (str(dataset.location), dataset.dataset_id, after, limit),
+        )
+        return [self._operation(r) for r in rows]
+
+    async def update_operation(self, operation: Operation) -> None:
+        columns = records.operation_columns(operation)
+        async with self._transaction() as db:
+            row = await self._operation_row(db, operation.name)
+            await db.execute(
+                f"UPDATE operations SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                [*columns.values(), row["id"]],
+            )
+
+    async def request_cancel(self, name: OperationName) -> Operation:
+        async with self._transaction() as db:
+            row = await self._operation_row(db, name)
+            await db.execute(
+                "UPDATE operations SET cancel_requested = 1 WHERE id = ? AND end_time IS NULL",
+                (row["id"],),
+            )
+            return self._operation(await self._operation_row(db, name))
+
+    async def unfinished_operations(self) -> Sequence[Operation]:
+        rows = await self._all(
+            self._OP_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
+        )
+        return [self._operation(r) for r in rows]

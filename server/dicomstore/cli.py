@@ -1,0 +1,43 @@
+"""`dicomstore serve`: run the gRPC and HTTP servers of one store until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from dicomstore import __version__, config, logs
+from dicomstore.app import serve
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="dicomstore",
+        description="Self-hosted Google Cloud Healthcare API v1 DICOM store.",
+    )
+    root.add_argument("--version", action="version", version=f"dicomstore {__version__}")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve gRPC and HTTP until SIGTERM",
+        description="Serve gRPC and HTTP until SIGTERM. Every flag has a DICOMSTORE_* env twin.",
+    )
+    config.add_arguments(serve_parser)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = config.load(args)
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"dicomstore: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

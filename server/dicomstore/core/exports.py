@@ -1,0 +1,107 @@
+"""ExportDicomData: copy a store's instances to Cloud Storage or their metadata to BigQuery.
+
+Reference: ExportDicomDataRequest, GcsDestination, BigQueryDestination, DicomFilterConfig
+(seed 003; seeds 002 and 004 for the how-tos). The request is validated and the operation
+persisted now; the data movement is not built yet, so the operation ends with UNIMPLEMENTED
+inside the Operation (never a fake success).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicomstore.core import validation
+from dicomstore.core.errors import Unimplemented, invalid
+from dicomstore.core.model import BigQueryDestination, Job, Operation, OperationResponse
+from dicomstore.core.names import DicomStoreName
+from dicomstore.core.operations import JobContext, Operations
+from dicomstore.core.ports import Catalog
+from dicomstore.core.uris import parse_gcs_uri
+
+METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
+JOB = "export_dicom_data"
+
+# GcsDestination.mime_type: the MIME types the reference lists (empty = the stored bytes).
+_DICOM_SYNTAXES = (
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.110",
+    "1.2.840.10008.1.2.4.111",
+    "1.2.840.10008.1.2.4.112",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.8.1",
+    "*",
+)
+MIME_TYPES = frozenset(
+    [""]
+    + [f"application/dicom; transfer-syntax={ts}" for ts in _DICOM_SYNTAXES]
+    + [
+        "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+        "application/octet-stream; transfer-syntax=*",
+        "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
+        "image/png",
+    ]
+)
+
+
+def _normalise_mime(value: str) -> str:
+    kind, *params = (p.strip() for p in value.split(";"))
+    return "; ".join([kind.lower(), *(p.replace(" ", "") for p in params if p)])
+
+
+@dataclass(frozen=True)
+class GcsDestination:
+    uri_prefix: str
+    mime_type: str = ""
+
+
+class Exports:
+    def __init__(self, catalog: Catalog, operations: Operations) -> None:
+        self._catalog = catalog
+        self._operations = operations
+        operations.register(JOB, self._run)
+
+    async def start(
+        self,
+        name: str,
+        destination: GcsDestination | BigQueryDestination | None,
+        filter_uri: str,
+    ) -> Operation:
+        store = DicomStoreName.parse(name)
+        args: dict[str, str] = {"store": str(store)}
+        if isinstance(destination, GcsDestination):
+            field = "gcs_destination.uri_prefix"
+            prefix = parse_gcs_uri(destination.uri_prefix, field, object_required=False)
+            mime = _normalise_mime(destination.mime_type) if destination.mime_type else ""
+            if mime not in MIME_TYPES:
+                raise invalid(
+                    "gcs_destination.mime_type", f"unsupported MIME type {destination.mime_type!r}"
+                )
+            args |= {"uri_prefix": str(prefix), "mime_type": mime}
+        elif isinstance(destination, BigQueryDestination):
+            field = "bigquery_destination.table_uri"
+            validation.validate_bigquery_table_uri(destination.table_uri, field)
+            args |= {"table_uri": destination.table_uri}
+        else:
+            raise invalid("destination", "one of gcs_destination or bigquery_destination is required")
+        if filter_uri:
+            parse_gcs_uri(filter_uri, "filter_config.resource_paths_gcs_uri")
+            args["filter"] = filter_uri
+        await self._catalog.get_dicom_store(store)
+        return await self._operations.start(store.dataset, METHOD, Job(JOB, args))
+
+    async def _run(self, context: JobContext) -> OperationResponse:
+        target = context.args.get("uri_prefix") or context.args.get("table_uri")
+        raise Unimplemented(f"exporting DICOM data to {target} is not implemented yet")

@@ -1,0 +1,152 @@
+"""Values of the domain: datasets, DICOM stores, their configuration, metrics and operations.
+
+Field names follow Google's RPC reference for `google.cloud.healthcare.v1` (seed 003 and the
+discovery document `healthcare.v1.json`); the transports convert these to and from protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from dicomstore.core.errors import Code
+from dicomstore.core.names import DatasetName, DicomStoreName, OperationName
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: DatasetName
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class NotificationConfig:
+    """Legacy single Pub/Sub destination (`DicomStore.notification_config`)."""
+
+    pubsub_topic: str = ""
+    send_for_bulk_import: bool = False
+
+
+class WriteDisposition(enum.Enum):
+    WRITE_DISPOSITION_UNSPECIFIED = 0
+    WRITE_EMPTY = 1
+    WRITE_TRUNCATE = 2
+    WRITE_APPEND = 3
+
+
+class BigQuerySchema(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    FLATTENED = "flattened"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class BigQueryDestination:
+    table_uri: str = ""
+    force: bool = False
+    write_disposition: WriteDisposition = WriteDisposition.WRITE_DISPOSITION_UNSPECIFIED
+    include_source_store: bool = False
+    schema: BigQuerySchema = BigQuerySchema.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    bigquery_destination: BigQueryDestination | None = None
+
+
+@dataclass(frozen=True)
+class DicomStoreConfig:
+    """What a client sets on a DICOM store: every field of `DicomStore` but its name."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    notification_config: NotificationConfig | None = None
+    notification_configs: tuple[str, ...] = ()
+    """Pub/Sub topics of `DicomStore.notification_configs[].pubsub_topic`."""
+    stream_configs: tuple[StreamConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _frozen(self.labels))
+
+
+@dataclass(frozen=True)
+class DicomStore:
+    name: DicomStoreName
+    config: DicomStoreConfig = DicomStoreConfig()
+
+
+@dataclass(frozen=True)
+class DicomStoreMetrics:
+    name: DicomStoreName
+    study_count: int = 0
+    series_count: int = 0
+    instance_count: int = 0
+    structured_storage_size_bytes: int = 0
+    blob_storage_size_bytes: int = 0
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressCounter:
+    success: int = 0
+    failure: int = 0
+    pending: int = 0
+    secondary_success: int = 0
+    secondary_failure: int = 0
+
+
+@dataclass(frozen=True)
+class OperationError:
+    code: Code
+    message: str
+
+
+@dataclass(frozen=True)
+class OperationResponse:
+    """A finished operation's response: the API type's full name and its JSON-mapped fields."""
+
+    type_name: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a running operation does, persisted so a restart can resume or fail it."""
+
+    kind: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A long-running operation with `google.cloud.healthcare.v1.OperationMetadata`."""
+
+    name: OperationName
+    api_method_name: str
+    create_time: datetime
+    job: Job
+    end_time: datetime | None = None
+    cancel_requested: bool = False
+    counter: ProgressCounter = ProgressCounter()
+    logs_url: str = ""
+    error: OperationError | None = None
+    response: OperationResponse | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.end_time is not None

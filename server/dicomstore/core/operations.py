@@ -1,0 +1,201 @@
+"""Long-running operations (`google.longrunning.Operations` over the catalog).
+
+An operation is written to the catalog before its job starts, so it answers GetOperation at once
+and after a restart. Jobs run on a bounded set of tasks; a job checks for cancellation between
+units of work and reports progress through its `JobContext`. At start-up `resume` re-runs the jobs
+a crash interrupted (jobs are idempotent) or, for a kind this build cannot run, finishes them with
+ABORTED, so no operation stays running forever.
+
+Reference: google/longrunning/operations.proto; `OperationMetadata` of
+google.cloud.healthcare.v1 (api_method_name, create_time, end_time, cancel_requested, counter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dicomstore.core import paging
+from dicomstore.core.errors import Cancelled, Code, DicomStoreError, invalid
+from dicomstore.core.model import (
+    Job,
+    Operation,
+    OperationError,
+    OperationResponse,
+    Page,
+    ProgressCounter,
+)
+from dicomstore.core.names import DatasetName, OperationName
+from dicomstore.core.ports import Catalog
+
+log = logging.getLogger(__name__)
+
+EMPTY = OperationResponse("google.protobuf.Empty")
+
+_DONE_FILTER = re.compile(r"^\s*done\s*=\s*(true|false)\s*$", re.IGNORECASE)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_operation_id() -> str:
+    # 19 digits, ordered by creation time (microseconds) with three random digits against ties.
+    return f"{int(now().timestamp() * 1_000_000) * 1000 + random.randrange(1000):019d}"
+
+
+class JobContext:
+    """What a running job sees of its operation: arguments, progress and cancellation."""
+
+    def __init__(self, operations: Operations, operation: Operation) -> None:
+        self._operations = operations
+        self.operation = operation
+
+    @property
+    def args(self) -> Mapping[str, Any]:
+        return self.operation.job.args
+
+    async def progress(self, counter: ProgressCounter) -> None:
+        """Persist the progress counter (OperationMetadata.counter)."""
+        self.operation = dataclasses.replace(self.operation, counter=counter)
+        await self._operations.catalog.update_operation(self.operation)
+
+    async def check_cancelled(self) -> None:
+        """Raise Cancelled if CancelOperation was called since the job started."""
+        stored = await self._operations.catalog.get_operation(self.operation.name)
+        if stored.cancel_requested:
+            raise Cancelled("operation was cancelled")
+
+
+JobFunction = Callable[[JobContext], Awaitable[OperationResponse]]
+
+
+class Operations:
+    """Creates, runs, lists and cancels long-running operations."""
+
+    def __init__(self, catalog: Catalog, tokens: paging.PageTokens, *, concurrency: int) -> None:
+        self.catalog = catalog
+        self._tokens = tokens
+        self._jobs: dict[str, JobFunction] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, kind: str, job: JobFunction) -> None:
+        self._jobs[kind] = job
+
+    async def start(self, dataset: DatasetName, api_method_name: str, job: Job) -> Operation:
+        """Persist a new operation, schedule its job and return it (not yet done)."""
+        if job.kind not in self._jobs:
+            raise ValueError(f"no job registered for {job.kind!r}")
+        operation = Operation(
+            name=OperationName(dataset, _new_operation_id()),
+            api_method_name=api_method_name,
+            create_time=now(),
+            job=job,
+        )
+        await self.catalog.create_operation(operation)
+        self._schedule(operation)
+        return operation
+
+    async def record(
+        self, dataset: DatasetName, api_method_name: str, response: OperationResponse
+    ) -> Operation:
+        """Persist an operation whose work the caller already did (e.g. CreateDataset)."""
+        moment = now()
+        operation = Operation(
+            name=OperationName(dataset, _new_operation_id()),
+            api_method_name=api_method_name,
+            create_time=moment,
+            end_time=moment,
+            job=Job("done"),
+            response=response,
+        )
+        await self.catalog.create_operation(operation)
+        return operation
+
+    def _schedule(self, operation: Operation) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(operation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, operation: Operation) -> None:
+        async with self._slots:
+            context = JobContext(self, operation)
+            response: OperationResponse | None = None
+            error: OperationError | None = None
+            try:
+                await context.check_cancelled()
+                response = await self._jobs[operation.job.kind](context)
+            except DicomStoreError as exc:
+                error = OperationError(exc.code, exc.message)
+            except asyncio.CancelledError:
+                raise  # server shutting down: the operation stays unfinished and resumes later
+            except Exception:
+                log.exception("operation %s failed", operation.name)
+                error = OperationError(Code.INTERNAL, "internal error")
+            finished = dataclasses.replace(
+                context.operation, end_time=now(), error=error, response=response
+            )
+            stored = await self.catalog.get_operation(operation.name)
+            await self.catalog.update_operation(
+                dataclasses.replace(finished, cancel_requested=stored.cancel_requested)
+            )
+
+    async def get(self, name: str) -> Operation:
+        return await self.catalog.get_operation(OperationName.parse(name))
+
+    async def list(self, name: str, filter: str, page_size: int, page_token: str) -> Page[Operation]:
+        """ListOperations under a dataset; `filter` is empty, `done=true` or `done=false`."""
+        dataset = DatasetName.parse(name.removesuffix("/operations"))
+        done: bool | None = None
+        if filter.strip():
+            match = _DONE_FILTER.match(filter)
+            if match is None:
+                raise invalid("filter", f"only done=true and done=false are supported, got {filter!r}")
+            done = match.group(1).lower() == "true"
+        scope = f"{dataset}\n{done}"
+        size = paging.page_size(page_size)
+        after = self._tokens.decode(page_token, scope=scope) if page_token else ""
+        items = list(await self.catalog.list_operations(dataset, done=done, after=after, limit=size + 1))
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = self._tokens.encode(scope=scope, position=items[-1].name.operation_id)
+        return Page(items, token)
+
+    async def cancel(self, name: str) -> None:
+        """Request cancellation; the job ends with CANCELLED at its next check. No-op once done."""
+        await self.catalog.request_cancel(OperationName.parse(name))
+
+    async def resume(self) -> None:
+        """Re-run the jobs a crash or shutdown interrupted; fail those this build cannot run."""
+        for operation in await self.catalog.unfinished_operations():
+            if operation.job.kind in self._jobs:
+                self._schedule(operation)
+            else:
+                await self.catalog.update_operation(
+                    dataclasses.replace(
+                        operation,
+                        end_time=now(),
+                        error=OperationError(
+                            Code.ABORTED, "operation was interrupted by a restart and cannot resume"
+                        ),
+                    )
+                )
+
+    async def idle(self) -> None:
+        """Wait until no job is running (tests and graceful shutdown use it)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop running jobs; they stay unfinished in the catalog and resume at the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,108 @@
+"""Ports: the interfaces the core needs from storage, implemented by adapters.
+
+Each port has one contract test suite (`tests/contract/`) that every adapter must pass unchanged:
+SQLite now, PostgreSQL later for the catalog; local disk now, object storage later for blobs.
+Adapters translate their driver's exceptions into `dicomstore.core.errors` at their boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
+from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
+
+
+class Catalog(Protocol):
+    """The index of datasets, stores, instances and operations.
+
+    Listing methods return items in a stable order (ascending id) strictly after `after`, so a page
+    token only needs to remember the last id it returned.
+    """
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None: ...
+
+    async def setting(self, key: str, default: bytes) -> bytes:
+        """The value stored under `key`, storing `default` first if there is none (atomically)."""
+
+    # Datasets
+    async def create_dataset(self, dataset: Dataset) -> None:
+        """Raise AlreadyExists when the id is taken."""
+
+    async def get_dataset(self, name: DatasetName) -> Dataset:
+        """Raise NotFound when missing."""
+
+    async def list_datasets(
+        self, location: LocationName, *, after: str, limit: int
+    ) -> Sequence[Dataset]: ...
+
+    async def update_dataset(self, dataset: Dataset) -> None:
+        """Raise NotFound when missing."""
+
+    async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
+        """Delete the dataset with its stores, instances and operations; return the store keys.
+
+        Raise NotFound when missing.
+        """
+
+    # DICOM stores
+    async def create_dicom_store(self, store: DicomStore) -> None:
+        """Raise NotFound when the dataset is missing, AlreadyExists when the id is taken."""
+
+    async def get_dicom_store(self, name: DicomStoreName) -> DicomStore:
+        """Raise NotFound when missing."""
+
+    async def dicom_store_key(self, name: DicomStoreName) -> int:
+        """The store's internal key (blob keys derive from it). Raise NotFound when missing."""
+
+    async def list_dicom_stores(
+        self, dataset: DatasetName, *, after: str, limit: int
+    ) -> Sequence[DicomStore]: ...
+
+    async def update_dicom_store(self, store: DicomStore) -> None:
+        """Replace the store's labels and configuration. Raise NotFound when missing."""
+
+    async def delete_dicom_store(self, name: DicomStoreName) -> int:
+        """Delete the store and its instances; return its key. Raise NotFound when missing."""
+
+    async def dicom_store_keys(self) -> set[int]:
+        """Keys of every existing store (for removing orphan blobs at start-up)."""
+
+    async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
+        """Counts and byte totals over the store's visible instances. Raise NotFound when missing."""
+
+    # Operations
+    async def create_operation(self, operation: Operation) -> None:
+        """Raise NotFound when the dataset is missing, AlreadyExists on a duplicate id."""
+
+    async def get_operation(self, name: OperationName) -> Operation:
+        """Raise NotFound when missing."""
+
+    async def list_operations(
+        self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
+    ) -> Sequence[Operation]: ...
+
+    async def update_operation(self, operation: Operation) -> None:
+        """Persist progress, cancellation or the outcome. Raise NotFound when missing."""
+
+    async def request_cancel(self, name: OperationName) -> Operation:
+        """Set cancel_requested on an unfinished operation; return the operation as stored."""
+
+    async def unfinished_operations(self) -> Sequence[Operation]:
+        """Operations not done, oldest first (to resume or fail them at start-up)."""
+
+
+class BlobStore(Protocol):
+    """Durable bytes of instances, keyed by internal ids, never by UIDs."""
+
+    async def open(self) -> None: ...
+
+    async def remove_dicom_store(self, store_key: int) -> None:
+        """Remove every blob of a store; removing an absent store is not an error."""
+
+    async def dicom_store_keys(self) -> set[int]:
+        """Keys of the stores that have blobs."""

@@ -1,0 +1,58 @@
+"""Cloud Storage URIs (`gs://BUCKET/OBJECT`) as the DICOM import and export requests take them.
+
+Reference: GcsSource.uri, GcsDestination.uri_prefix and DicomFilterConfig.resource_paths_gcs_uri
+in google.cloud.healthcare.v1.dicom (seed 003). Object names that could leave their bucket once
+mapped to a path (`.` or `..` segments, backslashes, NUL) are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dicomstore.core.errors import invalid
+
+# Bucket naming rules of Cloud Storage: 3-63 characters (up to 222 with dots), lowercase letters,
+# digits, dashes, underscores and dots, starting and ending with a letter or digit.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class GcsUri:
+    bucket: str
+    object: str
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.object}"
+
+
+def parse_gcs_uri(text: str, field: str, *, object_required: bool = True) -> GcsUri:
+    if not text:
+        raise invalid(field, "is required (gs://BUCKET/OBJECT)")
+    if not text.startswith("gs://"):
+        raise invalid(field, f"must be a Cloud Storage URI gs://BUCKET/OBJECT, got {text!r}")
+    bucket, _, name = text.removeprefix("gs://").partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise invalid(field, f"invalid bucket name {bucket!r}")
+    if object_required and not name:
+        raise invalid(field, f"must name an object: gs://{bucket}/OBJECT")
+    if "\\" in name or "\x00" in name or any(s in (".", "..") for s in name.split("/")):
+        raise invalid(field, f"object name {name!r} must not contain '.' or '..' segments")
+    return GcsUri(bucket, name)
+
+
+def parse_import_source(text: str, field: str) -> GcsUri:
+    """GcsSource.uri: `*` and `?` anywhere in the object name; `**` only in the last segment
+    and then as the only wildcard of the path (optionally followed by an extension)."""
+    uri = parse_gcs_uri(text, field)
+    if "**" in uri.object:
+        last = uri.object.rsplit("/", 1)[-1]
+        head = uri.object[: len(uri.object) - len(last)]
+        rest = last.replace("**", "", 1)
+        if not last.startswith("**") or any(c in head + rest for c in "*?"):
+            raise invalid(
+                field,
+                "'**' must begin the last path segment and be the only wildcard "
+                f"(e.g. gs://bucket/dir/**.dcm), got {text!r}",
+            )
+    return uri

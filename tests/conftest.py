@@ -1,0 +1,65 @@
+"""Shared fixtures: a real dicomstore App on ephemeral ports over a tmp_path data directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
+from google.cloud.healthcare.v1.dicom import dicom_pb2_grpc
+from google.longrunning import operations_pb2_grpc
+
+from dicomstore.app import App
+from dicomstore.config import Settings
+
+LOCATION = "projects/test-project/locations/us-central1"
+DATASET = f"{LOCATION}/datasets/test-dataset"
+
+
+def settings_for(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"grpc_port": 0, "http_port": 0, "data_dir": data_dir}
+    values |= overrides
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    """A started server; stopped (and its catalog closed) after the test."""
+    server = App(settings_for(tmp_path / "data"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def dicom(channel: grpc.aio.Channel) -> dicom_pb2_grpc.DicomServiceStub:
+    return dicom_pb2_grpc.DicomServiceStub(channel)
+
+
+@pytest.fixture
+def datasets(channel: grpc.aio.Channel) -> dataset_pb2_grpc.DatasetServiceStub:
+    return dataset_pb2_grpc.DatasetServiceStub(channel)
+
+
+@pytest.fixture
+def operations(channel: grpc.aio.Channel) -> operations_pb2_grpc.OperationsStub:
+    return operations_pb2_grpc.OperationsStub(channel)
+
+
+@pytest.fixture
+async def dataset(datasets: dataset_pb2_grpc.DatasetServiceStub) -> str:
+    """The name of a freshly created dataset."""
+    await datasets.CreateDataset(
+        dataset_pb2.CreateDatasetRequest(parent=LOCATION, dataset_id="test-dataset")
+    )
+    return DATASET
