@@ -10,12 +10,12 @@ import signal
 import socket
 from collections.abc import Iterator
 
-import grpc
 import uvicorn
 from google.cloud.healthcare.v1.dataset import dataset_pb2
 from google.cloud.healthcare.v1.dicom import dicom_pb2
 from google.longrunning import operations_pb2
 
+import grpc
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
 from dicomstore.api.services.datasets import DatasetServiceHandlers
@@ -90,9 +90,18 @@ class App:
         await operations.resume()
 
         services = [
-            (dicom_pb2.DESCRIPTOR.services_by_name["DicomService"], DicomServiceHandlers(stores, imports, exports)),
-            (dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"], DatasetServiceHandlers(datasets)),
-            (operations_pb2.DESCRIPTOR.services_by_name["Operations"], OperationsHandlers(operations)),
+            (
+                dicom_pb2.DESCRIPTOR.services_by_name["DicomService"],
+                DicomServiceHandlers(stores, imports, exports),
+            ),
+            (
+                dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"],
+                DatasetServiceHandlers(datasets),
+            ),
+            (
+                operations_pb2.DESCRIPTOR.services_by_name["Operations"],
+                OperationsHandlers(operations),
+            ),
         ]
         self.grpc = GrpcServer(
             services,

@@ -27,7 +27,9 @@ class Settings:
     data_dir: Path = _setting(Path("data"), "directory of the catalog and the blobs")
     dicomweb_mode: str = _setting("google", "DICOMweb behaviour", choices=DICOMWEB_MODES)
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
-    log_format: str = _setting("json", "log format: one JSON object per line, or text", choices=LOG_FORMATS)
+    log_format: str = _setting(
+        "json", "log format: one JSON object per line, or text", choices=LOG_FORMATS
+    )
     tls_cert: Path | None = _setting(None, "PEM certificate chain: serve gRPC over TLS")
     tls_key: Path | None = _setting(None, "PEM private key of --tls-cert")
     shutdown_grace: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM")

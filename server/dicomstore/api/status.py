@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-
 from dicomstore.core.errors import Code
 
 

@@ -72,14 +72,18 @@ def _bigquery(data: dict[str, Any]) -> BigQueryDestination:
 def dicom_store(name: DicomStoreName, config_json: str) -> DicomStore:
     config = json.loads(config_json)
     legacy = config.get("notification_config")
-    return DicomStore(name, DicomStoreConfig(
-        labels=config["labels"],
-        notification_config=NotificationConfig(**legacy) if legacy is not None else None,
-        notification_configs=tuple(config["notification_configs"]),
-        stream_configs=tuple(
-            StreamConfig(_bigquery(s) if s is not None else None) for s in config["stream_configs"]
+    return DicomStore(
+        name,
+        DicomStoreConfig(
+            labels=config["labels"],
+            notification_config=NotificationConfig(**legacy) if legacy is not None else None,
+            notification_configs=tuple(config["notification_configs"]),
+            stream_configs=tuple(
+                StreamConfig(_bigquery(s) if s is not None else None)
+                for s in config["stream_configs"]
+            ),
         ),
-    ))
+    )
 
 
 def operation_columns(op: Operation) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from dicomstore.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
+_NOW_MICROS = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -86,7 +88,9 @@ class SqliteCatalog:
             if version <= current:
                 continue
             # executescript commits first; the script and the version bump go in one transaction.
-            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;")
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;"
+            )
 
     @property
     def _reader(self) -> aiosqlite.Connection:
@@ -144,7 +148,7 @@ class SqliteCatalog:
             try:
                 await db.execute(
                     "INSERT INTO datasets (location, dataset_id, time_zone, create_time)"
-                    " VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+                    f" VALUES (?, ?, ?, {_NOW_MICROS})",
                     (str(dataset.name.location), dataset.name.dataset_id, dataset.time_zone),
                 )
             except sqlite3.IntegrityError:
@@ -174,7 +178,9 @@ class SqliteCatalog:
     async def update_dataset(self, dataset: Dataset) -> None:
         async with self._transaction() as db:
             key = await self._dataset_key(db, dataset.name)
-            await db.execute("UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key))
+            await db.execute(
+                "UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key)
+            )
 
     async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
         async with self._transaction() as db:
@@ -192,7 +198,7 @@ class SqliteCatalog:
             try:
                 await db.execute(
                     "INSERT INTO dicom_stores (dataset_key, store_id, config, create_time)"
-                    " VALUES (?, ?, ?, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+                    f" VALUES (?, ?, ?, {_NOW_MICROS})",
                     (
                         key,
                         store.name.store_id,
@@ -233,8 +239,7 @@ class SqliteCatalog:
             (str(dataset.location), dataset.dataset_id, after, limit),
         )
         return [
-            records.dicom_store(DicomStoreName(dataset, r["store_id"]), r["config"])
-            for r in rows
+            records.dicom_store(DicomStoreName(dataset, r["store_id"]), r["config"]) for r in rows
         ]
 
     async def _store_key(self, db: aiosqlite.Connection, name: DicomStoreName) -> int:
@@ -338,7 +343,8 @@ class SqliteCatalog:
     ) -> Sequence[Operation]:
         state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
         rows = await self._all(
-            self._OP_SELECT + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
+            self._OP_SELECT
+            + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
             + state[done]
             + " ORDER BY o.operation_id LIMIT ?",
             (str(dataset.location), dataset.dataset_id, after, limit),

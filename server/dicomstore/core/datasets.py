@@ -58,7 +58,9 @@ class Datasets:
         return await self._operations.record(
             dataset.name,
             CREATE_METHOD,
-            OperationResponse(DATASET_TYPE, {"name": str(dataset.name), "timeZone": dataset.time_zone}),
+            OperationResponse(
+                DATASET_TYPE, {"name": str(dataset.name), "timeZone": dataset.time_zone}
+            ),
         )
 
     async def get(self, name: str) -> Dataset:

@@ -95,7 +95,9 @@ class Exports:
             validation.validate_bigquery_table_uri(destination.table_uri, field)
             args |= {"table_uri": destination.table_uri}
         else:
-            raise invalid("destination", "one of gcs_destination or bigquery_destination is required")
+            raise invalid(
+                "destination", "one of gcs_destination or bigquery_destination is required"
+            )
         if filter_uri:
             parse_gcs_uri(filter_uri, "filter_config.resource_paths_gcs_uri")
             args["filter"] = filter_uri

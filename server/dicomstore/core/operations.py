@@ -150,19 +150,25 @@ class Operations:
     async def get(self, name: str) -> Operation:
         return await self.catalog.get_operation(OperationName.parse(name))
 
-    async def list(self, name: str, filter: str, page_size: int, page_token: str) -> Page[Operation]:
+    async def list(
+        self, name: str, filter: str, page_size: int, page_token: str
+    ) -> Page[Operation]:
         """ListOperations under a dataset; `filter` is empty, `done=true` or `done=false`."""
         dataset = DatasetName.parse(name.removesuffix("/operations"))
         done: bool | None = None
         if filter.strip():
             match = _DONE_FILTER.match(filter)
             if match is None:
-                raise invalid("filter", f"only done=true and done=false are supported, got {filter!r}")
+                raise invalid(
+                    "filter", f"only done=true and done=false are supported, got {filter!r}"
+                )
             done = match.group(1).lower() == "true"
         scope = f"{dataset}\n{done}"
         size = paging.page_size(page_size)
         after = self._tokens.decode(page_token, scope=scope) if page_token else ""
-        items = list(await self.catalog.list_operations(dataset, done=done, after=after, limit=size + 1))
+        items = list(
+            await self.catalog.list_operations(dataset, done=done, after=after, limit=size + 1)
+        )
         token = ""
         if len(items) > size:
             items = items[:size]

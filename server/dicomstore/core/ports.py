@@ -73,7 +73,7 @@ class Catalog(Protocol):
         """Keys of every existing store (for removing orphan blobs at start-up)."""
 
     async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
-        """Counts and byte totals over the store's visible instances. Raise NotFound when missing."""
+        """Counts and byte totals of the store's visible instances. Raise NotFound if missing."""
 
     # Operations
     async def create_operation(self, operation: Operation) -> None:

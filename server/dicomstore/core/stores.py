@@ -44,7 +44,9 @@ def validate_config(config: DicomStoreConfig, prefix: str = "dicom_store") -> No
         uri = stream.bigquery_destination.table_uri
         validation.validate_bigquery_table_uri(uri, f"{field}.table_uri")
         if uri in seen:
-            raise invalid(f"{field}.table_uri", f"each config must have a unique destination: {uri}")
+            raise invalid(
+                f"{field}.table_uri", f"each config must have a unique destination: {uri}"
+            )
         seen.add(uri)
 
 
@@ -54,7 +56,9 @@ class DicomStores:
         self._blobs = blobs
         self._tokens = tokens
 
-    async def create(self, parent: str, dicom_store_id: str, config: DicomStoreConfig) -> DicomStore:
+    async def create(
+        self, parent: str, dicom_store_id: str, config: DicomStoreConfig
+    ) -> DicomStore:
         dataset = DatasetName.parse(parent, "parent")
         validation.validate_dicom_store_id(dicom_store_id)
         validate_config(config)

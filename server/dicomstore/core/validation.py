@@ -15,7 +15,7 @@ import json
 import zoneinfo
 from collections.abc import Mapping
 
-import regex  # type: ignore[import-untyped]  # until types-regex is a test dependency
+import regex  # until types-regex is a test dependency
 
 from dicomstore.core.errors import invalid
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-
 from dicomstore.api.status import status_of
 from dicomstore.core.errors import DicomStoreError
 
@@ -43,7 +42,9 @@ class _Call:
             await self.context.abort(self.code, exc.message)
         self.code = grpc.StatusCode.INTERNAL
         log.error(
-            "unhandled error", exc_info=exc, extra={"method": self.method, "request_id": self.request_id}
+            "unhandled error",
+            exc_info=exc,
+            extra={"method": self.method, "request_id": self.request_id},
         )
         await self.context.abort(self.code, f"internal error (request id {self.request_id})")
 
@@ -96,26 +97,26 @@ def _streaming(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callabl
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+    ) -> Any:
+        method: str = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
+            return None
         if handler.unary_unary is not None:
-            wrapped = handler._replace(unary_unary=_unary(method, handler.unary_unary))  # type: ignore[attr-defined]
+            wrapped = handler._replace(unary_unary=_unary(method, handler.unary_unary))
         elif handler.stream_stream is not None:
-            wrapped = handler._replace(stream_stream=_streaming(method, handler.stream_stream))  # type: ignore[attr-defined]
+            wrapped = handler._replace(stream_stream=_streaming(method, handler.stream_stream))
         elif handler.unary_stream is not None:
-            wrapped = handler._replace(unary_stream=_streaming(method, handler.unary_stream))  # type: ignore[attr-defined]
+            wrapped = handler._replace(unary_stream=_streaming(method, handler.unary_stream))
         else:
             wrapped = handler
         self._wrapped[method] = wrapped

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import grpc
 from dicomstore.api.grpc import reflection
 from dicomstore.api.grpc.access import AccessInterceptor
 from dicomstore.core.errors import Unimplemented
@@ -28,7 +28,9 @@ def _missing(method: str) -> Callable[[Any], Awaitable[Any]]:
     return unimplemented
 
 
-def generic_handler(service: descriptor.ServiceDescriptor, handlers: object) -> grpc.GenericRpcHandler:
+def generic_handler(
+    service: descriptor.ServiceDescriptor, handlers: object
+) -> grpc.GenericRpcHandler:
     table = {}
     for method in service.methods:
         call = getattr(handlers, method.name, None) or _missing(method.full_name)
@@ -39,7 +41,9 @@ def generic_handler(service: descriptor.ServiceDescriptor, handlers: object) -> 
         table[method.name] = grpc.unary_unary_rpc_method_handler(
             behaviour,
             request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
-            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+            response_serializer=message_factory.GetMessageClass(
+                method.output_type
+            ).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, table)
 

@@ -28,9 +28,7 @@ class DicomServiceHandlers:
         )
         return convert.store_to_proto(store)
 
-    async def DeleteDicomStore(
-        self, request: dicom_pb2.DeleteDicomStoreRequest
-    ) -> empty_pb2.Empty:
+    async def DeleteDicomStore(self, request: dicom_pb2.DeleteDicomStoreRequest) -> empty_pb2.Empty:
         await self._stores.delete(request.name)
         return empty_pb2.Empty()
 

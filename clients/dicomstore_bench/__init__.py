@@ -1,0 +1,1 @@
+"""dicomstore-bench: load generators for a dicomstore server."""

@@ -1,0 +1,72 @@
+"""Adapters under contract: each port's suite runs once per adapter listed here.
+
+To put a new adapter under contract, add it to `CATALOGS` or `BLOB_STORES`; the suites must then
+pass unchanged. Each entry builds a fresh, unopened adapter over storage rooted at a test's
+tmp_path, so building a second one over the same root is a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.core.ports import BlobStore, Catalog
+
+
+PutBlob = Callable[[int], Awaitable[None]]
+
+
+def _local_blob(root: Path) -> PutBlob:
+    async def put(store_key: int) -> None:
+        # The write API arrives later; until then a blob is a file in the store's folder.
+        folder = root / "blobs" / str(store_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "1").write_bytes(b"DICM")
+
+    return put
+
+
+CATALOGS: dict[str, Callable[[Path], Catalog]] = {
+    "sqlite": lambda root: SqliteCatalog(root / "catalog.sqlite3"),
+}
+BLOB_STORES: dict[str, tuple[Callable[[Path], BlobStore], Callable[[Path], PutBlob]]] = {
+    "local": (lambda root: LocalBlobStore(root / "blobs"), _local_blob),
+}
+
+
+@pytest.fixture(params=sorted(CATALOGS))
+async def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Catalog]:
+    """An opened, empty catalog of each adapter kind."""
+    adapter = CATALOGS[request.param](tmp_path)
+    await adapter.open()
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
+
+
+@pytest.fixture
+def reopen(request: pytest.FixtureRequest, tmp_path: Path, catalog: Catalog) -> Callable[[], Catalog]:
+    """Build a new, unopened adapter of `catalog`'s kind over the same storage."""
+    kind = request.node.callspec.params["catalog"]
+    return lambda: CATALOGS[kind](tmp_path)
+
+
+@pytest.fixture(params=sorted(BLOB_STORES))
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """An opened, empty blob store of each adapter kind."""
+    adapter = BLOB_STORES[request.param][0](tmp_path)
+    await adapter.open()
+    return adapter
+
+
+@pytest.fixture
+def put_blob(
+    request: pytest.FixtureRequest, tmp_path: Path, blobs: BlobStore
+) -> PutBlob:
+    """Give a store some content in `blobs`, bypassing the (future) write API."""
+    kind = request.node.callspec.params["blobs"]
+    return BLOB_STORES[kind][1](tmp_path)
