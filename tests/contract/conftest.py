@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.ports import BlobStore, Catalog
-
 
 PutBlob = Callable[[int], Awaitable[None]]
 
@@ -49,7 +49,9 @@ async def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-def reopen(request: pytest.FixtureRequest, tmp_path: Path, catalog: Catalog) -> Callable[[], Catalog]:
+def reopen(
+    request: pytest.FixtureRequest, tmp_path: Path, catalog: Catalog
+) -> Callable[[], Catalog]:
     """Build a new, unopened adapter of `catalog`'s kind over the same storage."""
     kind = request.node.callspec.params["catalog"]
     return lambda: CATALOGS[kind](tmp_path)
@@ -64,9 +66,7 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 
 
 @pytest.fixture
-def put_blob(
-    request: pytest.FixtureRequest, tmp_path: Path, blobs: BlobStore
-) -> PutBlob:
+def put_blob(request: pytest.FixtureRequest, tmp_path: Path, blobs: BlobStore) -> PutBlob:
     """Give a store some content in `blobs`, bypassing the (future) write API."""
     kind = request.node.callspec.params["blobs"]
     return BLOB_STORES[kind][1](tmp_path)

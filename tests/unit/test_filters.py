@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.filters import parse_filter
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 from google.api import annotations_pb2, http_pb2
-from google.longrunning import operations_pb2
-from google.protobuf import descriptor, json_format
-from google.protobuf.message import Message
-
 from google.cloud.healthcare.v1 import operation_pb2
 from google.cloud.healthcare.v1.dataset import dataset_pb2
 from google.cloud.healthcare.v1.dicom import dicom_pb2
+from google.longrunning import operations_pb2
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.paging import PageTokens, page_size
 

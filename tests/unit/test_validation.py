@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.validation import (
     validate_bigquery_table_uri,

@@ -24,6 +24,7 @@ class LocalBlobStore:
 
     @staticmethod
     def _remove(folder: Path, doomed: Path) -> None:
+        shutil.rmtree(doomed, ignore_errors=True)  # left by an interrupted removal
         if folder.exists():
             folder.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)

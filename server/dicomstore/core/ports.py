@@ -57,7 +57,10 @@ class Catalog(Protocol):
         """Raise NotFound when missing."""
 
     async def dicom_store_key(self, name: DicomStoreName) -> int:
-        """The store's internal key (blob keys derive from it). Raise NotFound when missing."""
+        """The store's internal key (blob keys derive from it; a key is never reused).
+
+        Raise NotFound when missing.
+        """
 
     async def list_dicom_stores(
         self, dataset: DatasetName, *, after: str, limit: int

@@ -12,9 +12,18 @@ from dataclasses import dataclass
 
 from dicomstore.core.errors import invalid
 
-# Bucket naming rules of Cloud Storage: 3-63 characters (up to 222 with dots), lowercase letters,
-# digits, dashes, underscores and dots, starting and ending with a letter or digit.
+# Bucket naming rules of Cloud Storage: lowercase letters, digits, dashes, underscores and dots,
+# starting and ending with a letter or digit; 3-63 characters, or up to 222 with dots as long as
+# each dot-separated part has at most 63.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+def _valid_bucket(name: str) -> bool:
+    return (
+        bool(_BUCKET.match(name))
+        and ".." not in name
+        and all(0 < len(part) <= 63 for part in name.split("."))
+    )
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ def parse_gcs_uri(text: str, field: str, *, object_required: bool = True) -> Gcs
     if not text.startswith("gs://"):
         raise invalid(field, f"must be a Cloud Storage URI gs://BUCKET/OBJECT, got {text!r}")
     bucket, _, name = text.removeprefix("gs://").partition("/")
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not _valid_bucket(bucket):
         raise invalid(field, f"invalid bucket name {bucket!r}")
     if object_required and not name:
         raise invalid(field, f"must name an object: gs://{bucket}/OBJECT")

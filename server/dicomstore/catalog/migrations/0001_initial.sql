@@ -13,8 +13,9 @@ CREATE TABLE datasets (
     UNIQUE (location, dataset_id)
 );
 
+-- AUTOINCREMENT: a store key names its blob folder, so a deleted store's key is never reused.
 CREATE TABLE dicom_stores (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     dataset_key INTEGER NOT NULL REFERENCES datasets (id) ON DELETE CASCADE,
     store_id TEXT NOT NULL,
     config TEXT NOT NULL,
@@ -24,7 +25,7 @@ CREATE TABLE dicom_stores (
 
 -- state: 0 = being created (blob not yet durable, invisible), 1 = created.
 CREATE TABLE instances (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     store_key INTEGER NOT NULL REFERENCES dicom_stores (id) ON DELETE CASCADE,
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,

@@ -1,0 +1,129 @@
+"""The contract of the BlobStore port (dicomstore.core.ports.BlobStore), run against every
+adapter; then what is particular to LocalBlobStore's folders."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.core.ports import BlobStore
+
+PutBlob = Callable[[int], Awaitable[None]]
+
+# The port
+
+
+async def test_dicom_store_keys_empty_when_store_has_no_blobs(blobs: BlobStore) -> None:
+    assert await blobs.dicom_store_keys() == set()
+
+
+async def test_dicom_store_keys_lists_stores_with_blobs(
+    blobs: BlobStore, put_blob: PutBlob
+) -> None:
+    for key in (1, 7, 12345):
+        await put_blob(key)
+    assert await blobs.dicom_store_keys() == {1, 7, 12345}
+
+
+async def test_remove_dicom_store_removes_only_that_store(
+    blobs: BlobStore, put_blob: PutBlob
+) -> None:
+    await put_blob(1)
+    await put_blob(2)
+    await blobs.remove_dicom_store(1)
+    assert await blobs.dicom_store_keys() == {2}
+
+
+async def test_remove_dicom_store_succeeds_when_store_never_had_blobs(
+    blobs: BlobStore, put_blob: PutBlob
+) -> None:
+    await put_blob(2)
+    await blobs.remove_dicom_store(1)
+    assert await blobs.dicom_store_keys() == {2}
+
+
+async def test_remove_dicom_store_succeeds_when_removed_twice(
+    blobs: BlobStore, put_blob: PutBlob
+) -> None:
+    await put_blob(1)
+    await blobs.remove_dicom_store(1)
+    await blobs.remove_dicom_store(1)
+    assert await blobs.dicom_store_keys() == set()
+
+
+# LocalBlobStore: a removal renames `N` to `N.deleting` and then deletes it; a crash in between
+# leaves `N.deleting` behind, which start-up must see (as store N) and be able to remove.
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> LocalBlobStore:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    return store
+
+
+def entries(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir())
+
+
+def plant(folder: Path) -> None:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "1").write_bytes(b"DICM")
+    (folder / "sub" / "2").write_bytes(b"DICM")
+
+
+async def test_open_keeps_existing_blobs(tmp_path: Path) -> None:
+    first = LocalBlobStore(tmp_path / "blobs")
+    await first.open()
+    plant(tmp_path / "blobs" / "3")
+    again = LocalBlobStore(tmp_path / "blobs")
+    await again.open()
+    assert await again.dicom_store_keys() == {3}
+
+
+async def test_half_removed_folder_reported_as_its_store(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    plant(tmp_path / "blobs" / "7.deleting")
+    assert await local.dicom_store_keys() == {7}
+
+
+async def test_half_removed_folder_removed_by_remove_dicom_store(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    plant(tmp_path / "blobs" / "7.deleting")
+    plant(tmp_path / "blobs" / "8")
+    await local.remove_dicom_store(7)
+    assert await local.dicom_store_keys() == {8}
+    assert entries(tmp_path / "blobs") == ["8"]
+
+
+async def test_remove_dicom_store_removes_both_when_half_removed_folder_remains(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    plant(tmp_path / "blobs" / "7.deleting")
+    plant(tmp_path / "blobs" / "7")
+    await local.remove_dicom_store(7)
+    assert await local.dicom_store_keys() == set()
+    assert entries(tmp_path / "blobs") == []
+
+
+async def test_dicom_store_keys_ignores_foreign_entries(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    plant(tmp_path / "blobs" / "5")
+    plant(tmp_path / "blobs" / "lost+found")
+    (tmp_path / "blobs" / ".DS_Store").write_bytes(b"")
+    assert await local.dicom_store_keys() == {5}
+
+
+async def test_remove_dicom_store_leaves_foreign_entries(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    plant(tmp_path / "blobs" / "5")
+    plant(tmp_path / "blobs" / "lost+found")
+    await local.remove_dicom_store(5)
+    assert entries(tmp_path / "blobs") == ["lost+found"]
