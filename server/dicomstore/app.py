@@ -10,12 +10,12 @@ import signal
 import socket
 from collections.abc import Iterator
 
+import grpc
 import uvicorn
 from google.cloud.healthcare.v1.dataset import dataset_pb2
 from google.cloud.healthcare.v1.dicom import dicom_pb2
 from google.longrunning import operations_pb2
 
-import grpc
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
 from dicomstore.api.services.datasets import DatasetServiceHandlers
@@ -30,6 +30,7 @@ from dicomstore.core.imports import Imports
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.stores import DicomStores
+from dicomstore.logs import AccessLog
 
 log = logging.getLogger("dicomstore")
 
@@ -106,6 +107,7 @@ class App:
         self.grpc = GrpcServer(
             services,
             address=_address(settings.host, settings.grpc_port),
+            access_log=AccessLog.for_settings(settings.log_level, settings.log_format),
             credentials=self._credentials(),
         )
         self.grpc_port = self.grpc.port

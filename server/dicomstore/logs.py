@@ -1,11 +1,18 @@
-"""Structured logs: one JSON object per line on stderr (or plain text), set up once at start."""
+"""Structured logs: one JSON object per line on stderr (or plain text), set up once at start.
+
+Access lines (one per call) bypass the `logging` machinery: building a LogRecord and running it
+through handlers cost more than the call being logged, so `AccessLog` writes the line directly
+in the same format.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
+from typing import TextIO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -13,7 +20,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -41,3 +48,43 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # uvicorn's start/stop chatter; its errors still come through.
     logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.WARNING))
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+class AccessLog:
+    """Writes one line per call (method, status code, duration, request id, peer)."""
+
+    def __init__(self, stream: TextIO, fmt: str, enabled: bool = True) -> None:
+        self._stream = stream
+        self._json = fmt == "json"
+        self.enabled = enabled
+
+    def write(self, method: str, code: str, duration_ms: float, request_id: str, peer: str) -> None:
+        if not self.enabled:
+            return
+        if self._json:
+            entry = {
+                "time": _timestamp(time.time()),
+                "level": "info",
+                "logger": "dicomstore.access",
+                "message": "rpc",
+                "method": method,
+                "code": code,
+                "duration_ms": duration_ms,
+                "request_id": request_id,
+                "peer": peer,
+            }
+            line = json.dumps(entry)
+        else:
+            line = (
+                f"info    dicomstore.access: rpc method={method} code={code} "
+                f"duration_ms={duration_ms} request_id={request_id} peer={peer}"
+            )
+        self._stream.write(line + "\n")
+
+    @classmethod
+    def for_settings(cls, level: str, fmt: str) -> AccessLog:
+        return cls(sys.stderr, fmt, enabled=logging.getLevelName(level.upper()) <= logging.INFO)

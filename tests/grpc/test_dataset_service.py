@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from google.cloud.healthcare.v1 import operation_pb2
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
@@ -9,7 +10,6 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import field_mask_pb2
 
-import grpc
 from tests.conftest import LOCATION
 from tests.grpc.test_dicom_service import status_of
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import field_mask_pb2
 
-import grpc
 from tests.conftest import DATASET, LOCATION
 
 Stub = dicom_pb2_grpc.DicomServiceStub

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 
-import grpc
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.status import status_of
 from dicomstore.core import errors
+from dicomstore.logs import AccessLog
 
 DOMAIN_ERRORS = [
     cls
@@ -34,7 +36,9 @@ class Failing:
 @pytest.fixture
 async def stub() -> AsyncIterator[dicom_pb2_grpc.DicomServiceStub]:
     service = dicom_pb2.DESCRIPTOR.services_by_name["DicomService"]
-    server = GrpcServer([(service, Failing())], address="127.0.0.1:0")
+    server = GrpcServer(
+        [(service, Failing())], address="127.0.0.1:0", access_log=AccessLog(sys.stderr, "json")
+    )
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield dicom_pb2_grpc.DicomServiceStub(channel)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
-import grpc
 from tests.conftest import LOCATION
 from tests.grpc.test_dicom_service import status_of, wait_done
 

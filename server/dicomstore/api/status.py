@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+
 from dicomstore.core.errors import Code
 
 

@@ -79,9 +79,11 @@ class DicomStores:
         scope = f"{dataset}\n{matcher.text}"
         after = self._tokens.decode(page_token, scope=scope) if page_token else ""
         await self._catalog.get_dataset(dataset)
+        # Unfiltered, one more row than a page tells whether another page exists.
+        batch_size = size + 1 if matcher.root is None else _SCAN_BATCH
         found: list[DicomStore] = []
         while True:
-            batch = await self._catalog.list_dicom_stores(dataset, after=after, limit=_SCAN_BATCH)
+            batch = await self._catalog.list_dicom_stores(dataset, after=after, limit=batch_size)
             for store in batch:
                 if not matcher.matches(store.config.labels):
                     continue
@@ -89,7 +91,7 @@ class DicomStores:
                     last = found[-1].name.store_id
                     return Page(found, self._tokens.encode(scope=scope, position=last))
                 found.append(store)
-            if len(batch) < _SCAN_BATCH:
+            if len(batch) < batch_size:
                 return Page(found)
             after = batch[-1].name.store_id
 

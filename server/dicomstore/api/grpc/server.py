@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
 from google.protobuf import descriptor, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-import grpc
 from dicomstore.api.grpc import reflection
 from dicomstore.api.grpc.access import AccessInterceptor
 from dicomstore.core.errors import Unimplemented
+from dicomstore.logs import AccessLog
 
 Service = tuple[descriptor.ServiceDescriptor, object]
 
@@ -56,11 +57,12 @@ class GrpcServer:
         services: Sequence[Service],
         *,
         address: str,
+        access_log: AccessLog,
         credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._server = grpc.aio.server(
-            interceptors=[AccessInterceptor()],
+            interceptors=[AccessInterceptor(access_log)],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
