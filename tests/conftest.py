@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2_grpc
 from google.longrunning import operations_pb2_grpc
 
-import grpc
 from dicomstore.app import App
 from dicomstore.config import Settings
 

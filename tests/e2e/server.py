@@ -47,7 +47,11 @@ class Target:
 
     @property
     def grpc_address(self) -> str:
-        return f"[{self.host}]:{self.grpc_port}" if ":" in self.host else f"{self.host}:{self.grpc_port}"
+        return (
+            f"[{self.host}]:{self.grpc_port}"
+            if ":" in self.host
+            else f"{self.host}:{self.grpc_port}"
+        )
 
     @property
     def http_url(self) -> str:
@@ -86,9 +90,11 @@ def base_environment(env: Mapping[str, str] | None) -> dict[str, str]:
     return result
 
 
-def serve_command(data_dir: Path | None, *extra_args: str) -> list[str]:
-    command = [sys.executable, "-m", "dicomstore.cli", "serve", "--grpc-port", "0"]
-    command += ["--http-port", "0"]
+def serve_command(data_dir: Path | None, *extra_args: str, ports: bool = True) -> list[str]:
+    """The command line; `ports=False` leaves the ports to the env twins or the defaults."""
+    command = [sys.executable, "-m", "dicomstore.cli", "serve"]
+    if ports:
+        command += ["--grpc-port", "0", "--http-port", "0"]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
     return [*command, *extra_args]
@@ -122,6 +128,12 @@ class ServerProcess:
         with self._changed:
             self._changed.notify_all()
         self._ready.set()  # EOF: wake the waiter, which sees the process ended
+
+    def started(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Wait until the server logs "serving" (True) or closes stderr (False)."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"dicomstore neither served nor exited within {timeout}s")
+        return self.grpc_port != 0
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         if not self._ready.wait(timeout) or self.grpc_port == 0:
@@ -185,6 +197,8 @@ class ServerProcess:
         """Wait for the exit code, then for the rest of stderr."""
         code = self.process.wait(timeout)
         self._reader.join(timeout)
+        if not self._reader.is_alive() and self.process.stderr is not None:
+            self.process.stderr.close()
         return code
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
@@ -209,20 +223,20 @@ class ServerProcess:
         self.kill()
 
 
-def start_server(
+def launch(
     data_dir: Path | None,
     *extra_args: str,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    ready_timeout: float = READY_TIMEOUT,
+    ports: bool = True,
 ) -> ServerProcess:
-    """Start `dicomstore serve` on ephemeral ports and wait until it logs "serving".
+    """Start `dicomstore serve` (on ephemeral ports unless `ports=False`) without waiting for it.
 
     `env` is added to the parent's environment, from which DICOMSTORE_* variables are removed;
     `data_dir=None` passes no --data-dir (the env twin or the default then applies, under `cwd`).
     """
     process = subprocess.Popen(
-        serve_command(data_dir, *extra_args),
+        serve_command(data_dir, *extra_args, ports=ports),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -232,6 +246,17 @@ def start_server(
         env=base_environment(env),
         cwd=cwd if cwd is not None else (data_dir.parent if data_dir is not None else None),
     )
-    server = ServerProcess(process)
+    return ServerProcess(process)
+
+
+def start_server(
+    data_dir: Path | None,
+    *extra_args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> ServerProcess:
+    """Start `dicomstore serve` on ephemeral ports and wait until it logs "serving"."""
+    server = launch(data_dir, *extra_args, env=env, cwd=cwd)
     server.wait_ready(ready_timeout)
     return server
