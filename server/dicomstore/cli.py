@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from dicomstore import __version__, config, logs
 from dicomstore.app import serve
+from dicomstore.core.errors import DicomStoreError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,8 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:
-        print(f"dicomstore: {exc}", file=sys.stderr)
+    except (OSError, DicomStoreError) as exc:
+        print(f"dicomstore: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -22,8 +22,10 @@ def _setting(default: Any, help: str, **kwargs: Any) -> Any:
 @dataclass(frozen=True)
 class Settings:
     host: str = _setting("127.0.0.1", "address both transports listen on")
-    grpc_port: int = _setting(50051, "gRPC port (0 picks a free port)")
-    http_port: int = _setting(8080, "HTTP port for REST and /healthz (0 picks a free port)")
+    grpc_port: int = _setting(50051, "gRPC port (0 picks a free port)", low=0, high=65535)
+    http_port: int = _setting(
+        8080, "HTTP port for REST and /healthz (0 picks a free port)", low=0, high=65535
+    )
     data_dir: Path = _setting(Path("data"), "directory of the catalog and the blobs")
     dicomweb_mode: str = _setting("google", "DICOMweb behaviour", choices=DICOMWEB_MODES)
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
@@ -32,8 +34,12 @@ class Settings:
     )
     tls_cert: Path | None = _setting(None, "PEM certificate chain: serve gRPC over TLS")
     tls_key: Path | None = _setting(None, "PEM private key of --tls-cert")
-    shutdown_grace: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM")
-    operation_workers: int = _setting(4, "long-running operations run at the same time")
+    shutdown_grace: float = _setting(
+        10.0, "seconds in-flight calls get to finish on SIGTERM", low=0, high=3600
+    )
+    operation_workers: int = _setting(
+        4, "long-running operations run at the same time", low=1, high=256
+    )
 
     @property
     def catalog_path(self) -> Path:
@@ -88,9 +94,13 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] = os.env
         if choices and text not in choices:
             raise SystemExit(f"{source}: must be one of {', '.join(choices)}, got {text!r}")
         try:
-            values[f.name] = _convert(f, text)
+            value = _convert(f, text)
         except ValueError:
             raise SystemExit(f"{source}: invalid value {text!r}") from None
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if low is not None and not low <= value <= high:  # NaN fails this too
+            raise SystemExit(f"{source}: must be between {low} and {high}, got {text!r}")
+        values[f.name] = value
     settings = Settings(**values)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together")

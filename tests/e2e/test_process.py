@@ -13,6 +13,7 @@ import ipaddress
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -431,12 +432,6 @@ def wait_for_status(url: str, status: int, timeout: float = 5.0) -> int:
 
 
 @needs_process
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: api/grpc/access.py _streaming (line 105) does `async for` over every"
-    " unary_stream handler, but grpc_health's aio Health.Watch is a coroutine that writes with"
-    " context.write(): every Watch ends at once with INTERNAL",
-)
 def test_sigterm_turns_health_watch_not_serving(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
@@ -462,16 +457,17 @@ def test_sigterm_refuses_new_calls_while_draining(
     draining: tuple[ServerProcess, OpenStream],
 ) -> None:
     server, _ = draining
-    # Let the gRPC server begin its shutdown: a call racing with it may end CANCELLED instead
-    # (see test_sigterm_cancels_no_received_call).
     assert wait_for_status(f"{server.http_url}/healthz", 503) == 503
-    time.sleep(0.3)
-    with (
-        grpc.insecure_channel(server.grpc_address) as channel,
-        pytest.raises(grpc.RpcError) as refused,
-    ):
-        health_check(channel)
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        assert health_check(channel) == NOT_SERVING
+        _, dicom, _ = stubs(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            dicom.GetDicomStore(
+                dicom_pb2.GetDicomStoreRequest(name=f"{LOCATION}/datasets/d/dicomStores/s"),
+                timeout=CALL_TIMEOUT,
+            )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in (refused.value.details() or "")
 
 
 @needs_process
@@ -551,23 +547,20 @@ def sigterm_under_load(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome
 
 @needs_process
 def test_sigterm_completes_calls_already_dispatched(sigterm_under_load: list[Outcome]) -> None:
-    dispatched = [o for o in sigterm_under_load if o.logged_code is not None]
+    dispatched = [o for o in sigterm_under_load if o.logged_code == "OK"]
     for outcome in dispatched:
-        assert outcome.logged_code == "OK"
         assert outcome.call.code() == grpc.StatusCode.OK
         assert len(outcome.call.result().dicom_stores) == 1000
+    refused = [o for o in sigterm_under_load if o.logged_code == "UNAVAILABLE"]
+    for outcome in refused:
+        assert outcome.call.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(dispatched) + len(refused) == len(sigterm_under_load)
     assert [o for o in dispatched if o.finished_after_signal > 0], (
         "no call was still running when SIGTERM arrived"
     )
 
 
 @needs_process
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug (intermittent): calls the server received but had not yet dispatched when SIGTERM"
-    " arrived end CANCELLED instead of OK or UNAVAILABLE. grpc.aio requests calls one at a time"
-    " and grpc core's shutdown kills those still unmatched (api/grpc/server.py:94 GrpcServer.stop)",
-)
 def test_sigterm_cancels_no_received_call(sigterm_under_load: list[Outcome]) -> None:
     codes = Counter(o.call.code() for o in sigterm_under_load)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
@@ -686,62 +679,14 @@ INVALID_VALUES = [
     pytest.param("--operation-workers", "many", id="operation-workers-many"),
 ]
 
-OUT_OF_RANGE_BUG = (
-    "bug: config._convert (server/dicomstore/config.py:58,60) converts ints and floats without a"
-    " range check, so the value reaches the servers"
-)
 OUT_OF_RANGE = [
-    pytest.param(
-        "--grpc-port",
-        "70000",
-        id="grpc-port-70000",
-        marks=pytest.mark.xfail(
-            strict=True, reason=OUT_OF_RANGE_BUG + ": gRPC serves on port 70000 % 65536 = 4464"
-        ),
-    ),
-    pytest.param(
-        "--grpc-port",
-        "-1",
-        id="grpc-port-negative",
-        marks=pytest.mark.xfail(strict=True, reason=OUT_OF_RANGE_BUG + ": gRPC serves on 65535"),
-    ),
-    pytest.param(
-        "--http-port",
-        "70000",
-        id="http-port-70000",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=OUT_OF_RANGE_BUG + ": app._bind raises OverflowError, a traceback after the"
-            " catalog was opened",
-        ),
-    ),
-    pytest.param(
-        "--operation-workers",
-        "0",
-        id="operation-workers-0",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=OUT_OF_RANGE_BUG + ": asyncio.Semaphore(0) serves, but no operation ever runs",
-        ),
-    ),
-    pytest.param(
-        "--operation-workers",
-        "-3",
-        id="operation-workers-negative",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=OUT_OF_RANGE_BUG + ": asyncio.Semaphore(-3) raises ValueError, a traceback",
-        ),
-    ),
-    pytest.param(
-        "--shutdown-grace",
-        "nan",
-        id="shutdown-grace-nan",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=OUT_OF_RANGE_BUG + ": int(nan) at app.py:121 raises ValueError, a traceback",
-        ),
-    ),
+    pytest.param("--grpc-port", "70000", id="grpc-port-70000"),
+    pytest.param("--grpc-port", "-1", id="grpc-port-negative"),
+    pytest.param("--http-port", "70000", id="http-port-70000"),
+    pytest.param("--operation-workers", "0", id="operation-workers-0"),
+    pytest.param("--operation-workers", "-3", id="operation-workers-negative"),
+    pytest.param("--shutdown-grace", "nan", id="shutdown-grace-nan"),
+    pytest.param("--shutdown-grace", "-1", id="shutdown-grace-negative"),
 ]
 
 
@@ -773,6 +718,21 @@ def test_invalid_flag_value_exits_naming_flag(tmp_path: Path, flag: str, value: 
 def test_invalid_env_value_exits_naming_variable(tmp_path: Path, flag: str, value: str) -> None:
     variable = "DICOMSTORE_" + flag.removeprefix("--").replace("-", "_").upper()
     assert_refused(tmp_path, env={variable: value}, names=variable)
+
+
+@needs_process
+def test_port_in_use_exits_naming_address(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with launch(
+            tmp_path / "data", "--grpc-port", str(port), "--http-port", "0", ports=False
+        ) as process:
+            assert not process.started()
+            assert process.wait() == 1
+    assert f"cannot start: cannot bind gRPC to 127.0.0.1:{port}" in process.stderr()
+    assert "Traceback" not in process.stderr()
 
 
 @needs_process

@@ -2,10 +2,17 @@
 
 Domain errors become their gRPC status (`dicomstore.api.status`); anything else becomes INTERNAL
 with a fixed message naming the request id, and its traceback goes to the log only.
+
+It also drains the server before it stops: grpc.aio takes calls from grpc core one at a time, and
+core cancels the calls still queued when the server stops. While draining, every new call but a
+health check is answered UNAVAILABLE (which clients retry) until no call is in flight and none
+has arrived for a moment; only then does the server stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import logging
 import os
@@ -76,15 +83,47 @@ class _Call:
         )
 
 
+_HEALTH = "/grpc.health.v1.Health/"
+_QUIET_SECONDS = 0.1
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, access: AccessLog) -> None:
         self._access = access
         self._ids = RequestIds()
         self._wrapped: dict[str, Any] = {}
+        self._draining = False
+        self._in_flight = 0
+        self._last_arrival = 0.0
+
+    async def drain(self, within: float) -> None:
+        """Refuse new calls until none is in flight and none arrived lately (or `within` s)."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            quiet = time.perf_counter() - self._last_arrival >= _QUIET_SECONDS
+            if self._in_flight == 0 and quiet:
+                return
+            await asyncio.sleep(0.01)
+
+    async def _begin(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _Call:
+        self._in_flight += 1
+        self._last_arrival = time.perf_counter()
+        call = _Call(method, context, self._ids.next(context))
+        if self._draining and not method.startswith(_HEALTH):
+            call.code = grpc.StatusCode.UNAVAILABLE
+            self._end(call)
+            await context.abort(call.code, "the server is shutting down; retry")
+        return call
+
+    def _end(self, call: _Call) -> None:
+        self._in_flight -= 1
+        call.finish(self._access)
 
     def _unary(self, method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call(method, context, self._ids.next(context))
+            call = await self._begin(method, context)
             try:
                 return await inner(request, context)
             except grpc.aio.AbortError:
@@ -92,7 +131,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:
                 await call.fail(exc)
             finally:
-                call.finish(self._access)
+                self._end(call)
 
         return behaviour
 
@@ -100,7 +139,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, inner: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., Any]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call(method, context, self._ids.next(context))
+            call = await self._begin(method, context)
             try:
                 async for response in inner(request, context):
                     yield response
@@ -109,9 +148,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:
                 await call.fail(exc)
             finally:
-                call.finish(self._access)
+                self._end(call)
 
         return behaviour
+
+    def _wrap(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        # A streaming handler is an async generator or a coroutine that calls context.write().
+        if inspect.isasyncgenfunction(inner):
+            return self._streaming(method, inner)
+        return self._unary(method, inner)
 
     async def intercept_service(
         self,
@@ -125,13 +170,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        if handler.unary_unary is not None:
-            wrapped = handler._replace(unary_unary=self._unary(method, handler.unary_unary))
-        elif handler.stream_stream is not None:
-            wrapped = handler._replace(stream_stream=self._streaming(method, handler.stream_stream))
-        elif handler.unary_stream is not None:
-            wrapped = handler._replace(unary_stream=self._streaming(method, handler.unary_stream))
-        else:
-            wrapped = handler
+        wrapped = handler
+        for kind in ("unary_unary", "unary_stream", "stream_stream"):
+            inner = getattr(handler, kind)
+            if inner is not None:
+                wrapped = handler._replace(**{kind: self._wrap(method, inner)})
         self._wrapped[method] = wrapped
         return wrapped

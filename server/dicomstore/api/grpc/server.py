@@ -7,6 +7,7 @@ call the very same handlers. A method the handler object lacks answers UNIMPLEME
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -61,8 +62,9 @@ class GrpcServer:
         credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 32 * 1024 * 1024,
     ) -> None:
+        self._access = AccessInterceptor(access_log)
         self._server = grpc.aio.server(
-            interceptors=[AccessInterceptor(access_log)],
+            interceptors=[self._access],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -76,10 +78,13 @@ class GrpcServer:
         names = [s.full_name for s, _ in services]
         reflection.enable(self._server, [*names, health.SERVICE_NAME])
         self._names = names
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind gRPC to {address}: {exc}") from None
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
 
@@ -91,7 +96,10 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         """Health turns NOT_SERVING, new calls are refused, in-flight calls get `grace` seconds."""
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._access.drain(within=grace)
+        await self._server.stop(max(0.0, grace - (loop.time() - started)))
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
