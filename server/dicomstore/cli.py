@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from dicomstore import __version__, config, logs
 from dicomstore.app import serve
 from dicomstore.core.errors import DicomStoreError
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it exists (Linux, macOS): it nearly doubles gRPC calls per second."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = config.load(args)
     logs.configure(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except (OSError, DicomStoreError) as exc:
         print(f"dicomstore: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -108,19 +108,19 @@ class SqliteCatalog:
                 raise
             await self._writer.execute("COMMIT")
 
+    # execute_fetchall is one trip to the connection's thread; execute + fetch + close are three.
+
     async def _one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self._reader.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     @staticmethod
     async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
-        async with db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        rows = list(await db.execute_fetchall(sql, params))
+        return rows[0][0] if rows else None
 
     async def setting(self, key: str, default: bytes) -> bytes:
         async with self._transaction() as db:
@@ -185,8 +185,10 @@ class SqliteCatalog:
     async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
         async with self._transaction() as db:
             key = await self._dataset_key(db, name)
-            async with db.execute("SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,)) as c:
-                store_keys = [int(r[0]) for r in await c.fetchall()]
+            rows = await db.execute_fetchall(
+                "SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,)
+            )
+            store_keys = [int(r[0]) for r in rows]
             await db.execute("DELETE FROM datasets WHERE id = ?", (key,))
         return store_keys
 
@@ -326,11 +328,14 @@ class SqliteCatalog:
                 ) from None
 
     async def _operation_row(self, db: aiosqlite.Connection, name: OperationName) -> sqlite3.Row:
-        async with db.execute(
-            self._OP_SELECT + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?",
-            (str(name.dataset.location), name.dataset.dataset_id, name.operation_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        rows = list(
+            await db.execute_fetchall(
+                self._OP_SELECT
+                + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?",
+                (str(name.dataset.location), name.dataset.dataset_id, name.operation_id),
+            )
+        )
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"operation {name} not found", resource=str(name))
         return row
