@@ -26,28 +26,6 @@ OTHER_DATASET = f"{LOCATION}/datasets/other"
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[SqliteCatalog]:
-    catalog = SqliteCatalog(tmp_path / "catalog.sqlite3")
-    await catalog.open()
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
-
-
-@pytest.fixture
-def blob_root(tmp_path: Path) -> Path:
-    return tmp_path / "blobs"
-
-
-@pytest.fixture
-async def blobs(blob_root: Path) -> LocalBlobStore:
-    store = LocalBlobStore(blob_root)
-    await store.open()
-    return store
-
-
-@pytest.fixture
 async def operations(catalog: SqliteCatalog) -> AsyncIterator[Operations]:
     ops = Operations(catalog, PageTokens(KEY), concurrency=2)
     try:

@@ -40,14 +40,10 @@ async def open_catalog(path: Path) -> SqliteCatalog:
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[SqliteCatalog]:
-    catalog = await open_catalog(tmp_path / "catalog.sqlite3")
+async def catalog(catalog: SqliteCatalog) -> SqliteCatalog:
     await catalog.create_dataset(Dataset(DATASET))
     await catalog.create_dataset(Dataset(OTHER_DATASET))
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
+    return catalog
 
 
 def runner(catalog: SqliteCatalog, concurrency: int = 2) -> Operations:

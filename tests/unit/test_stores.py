@@ -42,26 +42,14 @@ WAIT = 10
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[SqliteCatalog]:
-    catalog = SqliteCatalog(tmp_path / "catalog.sqlite3")
-    await catalog.open()
+async def catalog(catalog: SqliteCatalog) -> SqliteCatalog:
     for name in (DATASET, OTHER_DATASET):
         await catalog.create_dataset(Dataset(DatasetName.parse(name)))
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
+    return catalog
 
 
 @pytest.fixture
-def blob_root(tmp_path: Path) -> Path:
-    return tmp_path / "blobs"
-
-
-@pytest.fixture
-async def stores(catalog: SqliteCatalog, blob_root: Path) -> DicomStores:
-    blobs = LocalBlobStore(blob_root)
-    await blobs.open()
+async def stores(catalog: SqliteCatalog, blobs: LocalBlobStore) -> DicomStores:
     return DicomStores(catalog, blobs, PageTokens(KEY))
 
 
