@@ -15,7 +15,7 @@ import json
 import zoneinfo
 from collections.abc import Mapping
 
-import regex  # until types-regex is a test dependency
+import regex
 
 from dicomstore.core.errors import invalid
 
