@@ -7,6 +7,7 @@ tmp_path, so building a second one over the same root is a restart.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -19,21 +20,11 @@ from dicomstore.core.ports import BlobStore, Catalog
 PutBlob = Callable[[int], Awaitable[None]]
 
 
-def _local_blob(root: Path) -> PutBlob:
-    async def put(store_key: int) -> None:
-        # The write API arrives later; until then a blob is a file in the store's folder.
-        folder = root / "blobs" / str(store_key)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "1").write_bytes(b"DICM")
-
-    return put
-
-
 CATALOGS: dict[str, Callable[[Path], Catalog]] = {
     "sqlite": lambda root: SqliteCatalog(root / "catalog.sqlite3"),
 }
-BLOB_STORES: dict[str, tuple[Callable[[Path], BlobStore], Callable[[Path], PutBlob]]] = {
-    "local": (lambda root: LocalBlobStore(root / "blobs"), _local_blob),
+BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {
+    "local": lambda root: LocalBlobStore(root / "blobs"),
 }
 
 
@@ -60,13 +51,16 @@ def reopen(
 @pytest.fixture(params=sorted(BLOB_STORES))
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     """An opened, empty blob store of each adapter kind."""
-    adapter = BLOB_STORES[request.param][0](tmp_path)
+    adapter = BLOB_STORES[request.param](tmp_path)
     await adapter.open()
     return adapter
 
 
 @pytest.fixture
-def put_blob(request: pytest.FixtureRequest, tmp_path: Path, blobs: BlobStore) -> PutBlob:
-    """Give a store some content in `blobs`, bypassing the (future) write API."""
-    kind = request.node.callspec.params["blobs"]
-    return BLOB_STORES[kind][1](tmp_path)
+def put_blob(blobs: BlobStore) -> PutBlob:
+    """Give a store some content in `blobs` (one small blob, key 1)."""
+
+    async def put(store_key: int) -> None:
+        await blobs.write(store_key, 1, io.BytesIO(b"DICM"))
+
+    return put

@@ -3,6 +3,7 @@ adapter; then what is particular to LocalBlobStore's folders."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +15,49 @@ from dicomstore.core.ports import BlobStore
 PutBlob = Callable[[int], Awaitable[None]]
 
 # The port
+
+
+async def test_write_then_read_returns_the_same_bytes(blobs: BlobStore) -> None:
+    payload = bytes(range(256)) * 9000  # more than one read chunk
+    source = io.BytesIO(b"skipped" + payload)
+    source.seek(7)
+    assert await blobs.write(4, 10, source) == len(payload)
+    read = b"".join([chunk async for chunk in blobs.read(4, 10)])
+    assert read == payload
+    assert blobs.local_path(4, 10).read_bytes() == payload
+
+
+async def test_instance_keys_lists_written_blobs_per_store(blobs: BlobStore) -> None:
+    for store_key, instance_key in ((1, 5), (1, 300), (2, 5)):
+        await blobs.write(store_key, instance_key, io.BytesIO(b"x"))
+    assert await blobs.instance_keys(1) == {5, 300}
+    assert await blobs.instance_keys(2) == {5}
+    assert await blobs.instance_keys(3) == set()
+
+
+async def test_delete_removes_one_blob_and_tolerates_absent(blobs: BlobStore) -> None:
+    await blobs.write(1, 5, io.BytesIO(b"a"))
+    await blobs.write(1, 6, io.BytesIO(b"b"))
+    await blobs.delete(1, 5)
+    await blobs.delete(1, 5)
+    await blobs.delete(9, 9)
+    assert await blobs.instance_keys(1) == {6}
+
+
+async def test_failed_write_leaves_no_blob(blobs: BlobStore) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("source vanished")
+            return b"x" * 10
+
+    with pytest.raises(OSError, match="source vanished"):
+        await blobs.write(1, 7, Broken())  # type: ignore[arg-type]
+    assert await blobs.instance_keys(1) == set()
 
 
 async def test_dicom_store_keys_empty_when_store_has_no_blobs(blobs: BlobStore) -> None:
@@ -73,6 +117,19 @@ def plant(folder: Path) -> None:
     (folder / "sub").mkdir(parents=True)
     (folder / "1").write_bytes(b"DICM")
     (folder / "sub" / "2").write_bytes(b"DICM")
+
+
+async def test_open_removes_partial_writes_and_keeps_blobs(tmp_path: Path) -> None:
+    first = LocalBlobStore(tmp_path / "blobs")
+    await first.open()
+    await first.write(3, 1, io.BytesIO(b"complete"))
+    partial = first.local_path(3, 2).with_suffix(".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"half")  # what a crash in the middle of a write leaves
+    again = LocalBlobStore(tmp_path / "blobs")
+    await again.open()
+    assert not partial.exists()
+    assert await again.instance_keys(3) == {1}
 
 
 async def test_open_keeps_existing_blobs(tmp_path: Path) -> None:

@@ -1,10 +1,30 @@
-"""Blob storage on local disk: `ROOT/{store_key}/...`, named by internal ids, never by UIDs."""
+"""Blob storage on local disk: `ROOT/{store_key}/{xx}/{instance_key}.dcm`.
+
+Names come from internal ids, never from UIDs. A write goes to a temporary file that is fsynced,
+renamed into place and its folder fsynced, so a blob is either absent or complete and durable.
+`xx` (the key modulo 256, in hex) keeps folders small.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
+
+_CHUNK = 1 << 20
+_SUFFIX = ".dcm"
+_PARTIAL = ".partial"
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalBlobStore:
@@ -14,7 +34,63 @@ class LocalBlobStore:
         self._root = root
 
     async def open(self) -> None:
+        """Create the root; remove partial writes a crash left behind (nobody refers to them)."""
         self._root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._remove_partials)
+
+    def _remove_partials(self) -> None:
+        for partial in self._root.glob(f"*/*/*{_PARTIAL}"):
+            partial.unlink(missing_ok=True)
+
+    def _path(self, store_key: int, instance_key: int) -> Path:
+        return (
+            self._root / str(store_key) / f"{instance_key % 256:02x}" / f"{instance_key}{_SUFFIX}"
+        )
+
+    async def write(self, store_key: int, instance_key: int, source: BinaryIO) -> int:
+        """Copy `source` (from its current position) into a durable blob; return its size."""
+        return await asyncio.to_thread(self._write, self._path(store_key, instance_key), source)
+
+    @staticmethod
+    def _write(target: Path, source: BinaryIO) -> int:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(_PARTIAL)
+        size = 0
+        try:
+            with partial.open("wb") as out:
+                while chunk := source.read(_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        _fsync_folder(target.parent)
+        return size
+
+    async def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks of at most 1 MiB (memory stays bounded)."""
+        path = self._path(store_key, instance_key)
+        with await asyncio.to_thread(path.open, "rb") as blob:
+            while chunk := await asyncio.to_thread(blob.read, _CHUNK):
+                yield chunk
+
+    def local_path(self, store_key: int, instance_key: int) -> Path:
+        """Where the blob lives, for readers that need a file (pydicom)."""
+        return self._path(store_key, instance_key)
+
+    async def delete(self, store_key: int, instance_key: int) -> None:
+        """Remove one blob; removing an absent blob is not an error."""
+        await asyncio.to_thread(self._path(store_key, instance_key).unlink, missing_ok=True)
+
+    async def instance_keys(self, store_key: int) -> set[int]:
+        """Keys of the complete blobs of a store."""
+        folder = self._root / str(store_key)
+        return await asyncio.to_thread(
+            lambda: {int(p.stem) for p in folder.glob(f"*/*{_SUFFIX}") if p.stem.isdigit()}
+        )
 
     async def remove_dicom_store(self, store_key: int) -> None:
         folder = self._root / str(store_key)

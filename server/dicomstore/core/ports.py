@@ -7,8 +7,9 @@ Adapters translate their driver's exceptions into `dicomstore.core.errors` at th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
@@ -102,7 +103,26 @@ class Catalog(Protocol):
 class BlobStore(Protocol):
     """Durable bytes of instances, keyed by internal ids, never by UIDs."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Prepare the storage; discard writes a crash interrupted."""
+
+    async def write(self, store_key: int, instance_key: int, source: BinaryIO) -> int:
+        """Copy `source` into the blob; when this returns the blob is complete and durable.
+
+        Returns the size in bytes. A blob is either absent or complete, never partial.
+        """
+
+    def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
+        """The blob's bytes, in bounded chunks."""
+
+    def local_path(self, store_key: int, instance_key: int) -> Path:
+        """A local file holding the blob, for readers that need one."""
+
+    async def delete(self, store_key: int, instance_key: int) -> None:
+        """Remove one blob; removing an absent blob is not an error."""
+
+    async def instance_keys(self, store_key: int) -> set[int]:
+        """Keys of the complete blobs of a store (for recovery)."""
 
     async def remove_dicom_store(self, store_key: int) -> None:
         """Remove every blob of a store; removing an absent store is not an error."""
