@@ -21,8 +21,15 @@ from typing import Any
 import aiosqlite
 
 from dicomstore.catalog import records
-from dicomstore.core.errors import AlreadyExists, FailedPrecondition, NotFound
-from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
+from dicomstore.core.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from dicomstore.core.model import (
+    Dataset,
+    DicomStore,
+    DicomStoreMetrics,
+    InstanceKey,
+    NewInstance,
+    Operation,
+)
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
 _NOW_MICROS = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
@@ -275,10 +282,12 @@ class SqliteCatalog:
     async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
         key = int((await self._store_row(name))["id"])
         row = await self._one(
-            "SELECT COUNT(DISTINCT study_uid) AS studies,"
-            " COUNT(DISTINCT study_uid || '/' || series_uid) AS series, COUNT(*) AS instances,"
-            " COALESCE(SUM(structured_size), 0) AS structured, COALESCE(SUM(blob_size), 0) AS blob"
-            " FROM instances WHERE store_key = ? AND state = 1",
+            "SELECT COUNT(DISTINCT se.study_key) AS studies,"
+            " COUNT(DISTINCT i.series_key) AS series, COUNT(*) AS instances,"
+            " COALESCE(SUM(i.structured_size), 0) AS structured,"
+            " COALESCE(SUM(i.blob_size), 0) AS blob"
+            " FROM instances i JOIN series se ON se.id = i.series_key"
+            " WHERE i.store_key = ? AND i.state = 1",
             (key,),
         )
         assert row is not None
@@ -290,6 +299,119 @@ class SqliteCatalog:
             structured_storage_size_bytes=row["structured"],
             blob_storage_size_bytes=row["blob"],
         )
+
+    # Instances
+
+    async def _claim(
+        self,
+        db: aiosqlite.Connection,
+        table: str,
+        parent: str,
+        parent_key: int,
+        uid: str,
+        what: str,
+    ) -> int:
+        """The key of the study or series `uid` under its parent, creating the row if needed."""
+        await db.execute(
+            f"INSERT INTO {table} ({parent}, {what}_uid) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (parent_key, uid),
+        )
+        rows = list(
+            await db.execute_fetchall(
+                f"SELECT id, deleting FROM {table} WHERE {parent} = ? AND {what}_uid = ?",
+                (parent_key, uid),
+            )
+        )
+        if rows[0]["deleting"]:
+            raise Aborted(f"{what} {uid} is being deleted; retry when the deletion has finished")
+        return int(rows[0]["id"])
+
+    async def begin_instance(self, store: DicomStoreName, instance: NewInstance) -> InstanceKey:
+        metadata = json.dumps(dict(instance.metadata), separators=(",", ":"))
+        async with self._transaction() as db:
+            store_key = await self._store_key(db, store)
+            study_key = await self._claim(
+                db, "studies", "store_key", store_key, instance.study_uid, "study"
+            )
+            series_key = await self._claim(
+                db, "series", "study_key", study_key, instance.series_uid, "series"
+            )
+            try:
+                cursor = await db.execute(
+                    "INSERT INTO instances (series_key, store_key, sop_uid, sop_class_uid,"
+                    " transfer_syntax_uid, number_of_frames, metadata, structured_size)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        series_key,
+                        store_key,
+                        instance.sop_uid,
+                        instance.sop_class_uid,
+                        instance.transfer_syntax_uid,
+                        instance.number_of_frames,
+                        metadata,
+                        len(metadata.encode()),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    "an instance with the same Study, Series and SOP Instance UIDs already exists",
+                    resource=instance.sop_uid,
+                ) from None
+            await db.execute(
+                "UPDATE studies SET attributes = ? WHERE id = ? AND attributes = '{}'",
+                (json.dumps(dict(instance.study_attributes)), study_key),
+            )
+            await db.execute(
+                "UPDATE series SET attributes = ? WHERE id = ? AND attributes = '{}'",
+                (json.dumps(dict(instance.series_attributes)), series_key),
+            )
+        assert cursor.lastrowid is not None
+        return InstanceKey(store_key, cursor.lastrowid)
+
+    async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE instances SET state = 1, blob_size = ? WHERE id = ?",
+                (blob_size, key.instance_key),
+            )
+
+    async def _forget(self, db: aiosqlite.Connection, instance_key: int) -> None:
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT series_key, se.study_key FROM instances i JOIN series se"
+                " ON se.id = i.series_key WHERE i.id = ?",
+                (instance_key,),
+            )
+        )
+        await db.execute("DELETE FROM instances WHERE id = ?", (instance_key,))
+        for row in rows:
+            await db.execute(
+                "DELETE FROM series WHERE id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM instances WHERE series_key = ?)",
+                (row["series_key"], row["series_key"]),
+            )
+            await db.execute(
+                "DELETE FROM studies WHERE id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM series WHERE study_key = ?)",
+                (row["study_key"], row["study_key"]),
+            )
+
+    async def abort_instance(self, key: InstanceKey) -> None:
+        async with self._transaction() as db:
+            await self._forget(db, key.instance_key)
+
+    async def recover_instances(self) -> Sequence[InstanceKey]:
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT id, store_key FROM instances WHERE state = 0", ())
+            )
+            for row in rows:
+                await self._forget(db, row["id"])
+        return [InstanceKey(int(r["store_key"]), int(r["id"])) for r in rows]
+
+    async def instance_keys(self, store_key: int) -> set[int]:
+        rows = await self._all("SELECT id FROM instances WHERE store_key = ?", (store_key,))
+        return {int(r[0]) for r in rows}
 
     # Operations
 

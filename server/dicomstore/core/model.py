@@ -150,3 +150,30 @@ class Operation:
     @property
     def done(self) -> bool:
         return self.end_time is not None
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """What the catalog records of an instance being stored (PS3.3 C.12.1, C.7.2.1, C.7.3.1).
+
+    `study_attributes` and `series_attributes` are DICOM JSON objects of the attributes at those
+    levels; `metadata` is the instance's DICOM JSON without bulk data.
+    """
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    number_of_frames: int = 1
+    study_attributes: Mapping[str, Any] = field(default_factory=dict)
+    series_attributes: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceKey:
+    """Where an instance's blob lives: internal keys, never UIDs."""
+
+    store_key: int
+    instance_key: int

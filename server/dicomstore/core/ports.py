@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics, Operation
+from dicomstore.core.model import (
+    Dataset,
+    DicomStore,
+    DicomStoreMetrics,
+    InstanceKey,
+    NewInstance,
+    Operation,
+)
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
 
@@ -78,6 +85,27 @@ class Catalog(Protocol):
 
     async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
         """Counts and byte totals of the store's visible instances. Raise NotFound if missing."""
+
+    # Instances (two-phase: begin -> blob written -> commit; or abort)
+    async def begin_instance(self, store: DicomStoreName, instance: NewInstance) -> InstanceKey:
+        """Record an invisible instance row, claiming its Study/Series/SOP Instance UIDs.
+
+        Raise NotFound when the store is missing, AlreadyExists when an instance with the same
+        three UIDs exists (visible or being stored), Aborted when its study or series is being
+        deleted.
+        """
+
+    async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
+        """Make the instance visible (its blob is durable); update study and series attributes."""
+
+    async def abort_instance(self, key: InstanceKey) -> None:
+        """Forget an instance that was begun but not committed."""
+
+    async def recover_instances(self) -> Sequence[InstanceKey]:
+        """Remove every begun but uncommitted instance (after a crash); return their keys."""
+
+    async def instance_keys(self, store_key: int) -> set[int]:
+        """Keys of every instance row of a store (for removing orphan blobs)."""
 
     # Operations
     async def create_operation(self, operation: Operation) -> None:
