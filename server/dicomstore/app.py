@@ -29,6 +29,7 @@ from dicomstore.core.exports import Exports
 from dicomstore.core.imports import Imports
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
+from dicomstore.core.recovery import recover
 from dicomstore.core.stores import DicomStores
 from dicomstore.logs import AccessLog
 
@@ -80,7 +81,7 @@ class App:
         settings = self.settings
         await self.catalog.open()
         await self.blobs.open()
-        await self._remove_orphan_blobs()
+        await recover(self.catalog, self.blobs)
         tokens = PageTokens(await self.catalog.setting("page_token_key", os.urandom(32)))
         operations = Operations(self.catalog, tokens, concurrency=settings.operation_workers)
         self.operations = operations
@@ -144,14 +145,6 @@ class App:
         if cert is None or key is None:
             return None
         return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
-
-    async def _remove_orphan_blobs(self) -> None:
-        """A crash between deleting a store's rows and its blobs leaves blobs nobody owns."""
-        orphans = await self.blobs.dicom_store_keys() - await self.catalog.dicom_store_keys()
-        for key in orphans:
-            await self.blobs.remove_dicom_store(key)
-        if orphans:
-            log.info("removed orphan blobs", extra={"stores": sorted(orphans)})
 
     async def stop(self) -> None:
         """Refuse new work, let in-flight calls finish within the grace period, close storage."""
