@@ -29,6 +29,7 @@ from dicomstore.core.model import (
     InstanceKey,
     NewInstance,
     Operation,
+    StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
@@ -412,6 +413,79 @@ class SqliteCatalog:
     async def instance_keys(self, store_key: int) -> set[int]:
         rows = await self._all("SELECT id FROM instances WHERE store_key = ?", (store_key,))
         return {int(r[0]) for r in rows}
+
+    async def find_instances(
+        self,
+        store: DicomStoreName,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> Sequence[StoredInstance]:
+        store_key = await self.dicom_store_key(store)
+        sql = (
+            "SELECT i.id, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.number_of_frames,"
+            " i.blob_size, se.series_uid FROM instances i JOIN series se ON se.id = i.series_key"
+            " JOIN studies st ON st.id = se.study_key"
+            " WHERE st.store_key = ? AND st.study_uid = ? AND i.state = 1"
+        )
+        params: list[Any] = [store_key, study_uid]
+        if series_uid is not None:
+            sql += " AND se.series_uid = ?"
+            params.append(series_uid)
+        if sop_uid is not None:
+            sql += " AND i.sop_uid = ?"
+            params.append(sop_uid)
+        rows = await self._all(sql + " ORDER BY se.series_uid, i.sop_uid", params)
+        return [
+            StoredInstance(
+                key=InstanceKey(store_key, int(r["id"])),
+                study_uid=study_uid,
+                series_uid=r["series_uid"],
+                sop_uid=r["sop_uid"],
+                sop_class_uid=r["sop_class_uid"],
+                transfer_syntax_uid=r["transfer_syntax_uid"],
+                number_of_frames=int(r["number_of_frames"]),
+                blob_size=int(r["blob_size"]),
+            )
+            for r in rows
+        ]
+
+    async def instance_metadata(self, keys: Sequence[InstanceKey]) -> Sequence[dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        ids = [k.instance_key for k in keys]
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            rows = await self._all(
+                f"SELECT id, metadata FROM instances WHERE id IN ({','.join('?' * len(batch))})",
+                batch,
+            )
+            found |= {int(r["id"]): json.loads(r["metadata"]) for r in rows}
+        return [found[i] for i in ids]
+
+    async def mark_deleting(
+        self, store: DicomStoreName, study_uid: str, series_uid: str | None = None
+    ) -> None:
+        async with self._transaction() as db:
+            store_key = await self._store_key(db, store)
+            if series_uid is None:
+                cursor = await db.execute(
+                    "UPDATE studies SET deleting = 1 WHERE store_key = ? AND study_uid = ?",
+                    (store_key, study_uid),
+                )
+                what = f"study {study_uid}"
+            else:
+                cursor = await db.execute(
+                    "UPDATE series SET deleting = 1 WHERE series_uid = ? AND study_key ="
+                    " (SELECT id FROM studies WHERE store_key = ? AND study_uid = ?)",
+                    (series_uid, store_key, study_uid),
+                )
+                what = f"series {series_uid} of study {study_uid}"
+            if cursor.rowcount == 0:
+                raise NotFound(f"{what} not found in {store}", resource=what)
+
+    async def delete_instance(self, key: InstanceKey) -> None:
+        async with self._transaction() as db:
+            await self._forget(db, key.instance_key)
 
     # Operations
 

@@ -177,3 +177,17 @@ class InstanceKey:
 
     store_key: int
     instance_key: int
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """A visible instance as the catalog knows it."""
+
+    key: InstanceKey
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    number_of_frames: int
+    blob_size: int

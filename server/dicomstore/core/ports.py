@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from dicomstore.core.model import (
     Dataset,
@@ -18,6 +18,7 @@ from dicomstore.core.model import (
     InstanceKey,
     NewInstance,
     Operation,
+    StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
@@ -106,6 +107,33 @@ class Catalog(Protocol):
 
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of every instance row of a store (for removing orphan blobs)."""
+
+    async def find_instances(
+        self,
+        store: DicomStoreName,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> Sequence[StoredInstance]:
+        """Visible instances of a study, series or one instance, ordered by series then SOP UID.
+
+        Raise NotFound when the store is missing; an empty result means no such resource.
+        """
+
+    async def instance_metadata(self, keys: Sequence[InstanceKey]) -> Sequence[dict[str, Any]]:
+        """The DICOM JSON (without bulk data) of each instance, in the order of `keys`."""
+
+    async def mark_deleting(
+        self, store: DicomStoreName, study_uid: str, series_uid: str | None = None
+    ) -> None:
+        """Flag a study or series as being deleted: it takes no new instances from now on.
+
+        Raise NotFound when the store, study or series is missing.
+        """
+
+    async def delete_instance(self, key: InstanceKey) -> None:
+        """Remove an instance row (its blob is removed after); drop its series and study rows
+        once they are empty. Deleting an absent instance is not an error."""
 
     # Operations
     async def create_operation(self, operation: Operation) -> None:
