@@ -15,6 +15,7 @@ import uvicorn
 from google.cloud.healthcare.v1.dataset import dataset_pb2
 from google.cloud.healthcare.v1.dicom import dicom_pb2
 from google.longrunning import operations_pb2
+from starlette.applications import Starlette
 
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
@@ -66,6 +67,7 @@ class App:
         self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.grpc: GrpcServer | None = None
+        self.http_app: Starlette | None = None  # the ASGI app uvicorn serves (tests use it too)
         self.operations: Operations | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -105,17 +107,19 @@ class App:
                 OperationsHandlers(operations),
             ),
         ]
+        access_log = AccessLog.for_settings(settings.log_level, settings.log_format)
         self.grpc = GrpcServer(
             services,
             address=_address(settings.host, settings.grpc_port),
-            access_log=AccessLog.for_settings(settings.log_level, settings.log_format),
+            access_log=access_log,
             credentials=self._credentials(),
         )
         self.grpc_port = self.grpc.port
         sock = _bind(settings.host, settings.http_port)
         self.http_port = sock.getsockname()[1]
+        self.http_app = create_app(lambda: self._serving, services, access_log)
         config = uvicorn.Config(
-            create_app(lambda: self._serving),
+            self.http_app,
             log_config=None,
             access_log=False,
             lifespan="off",

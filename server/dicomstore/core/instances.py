@@ -1,5 +1,10 @@
 """DICOM instances of a store: ingest (STOW-RS and import), lookup, and delete.
 
+`ingest` is the one path every write takes (STOW-RS now, import later): parse the header off the
+event loop, claim the UIDs with an invisible catalog row, write the blob durably, then make the
+row visible; on any failure the row and the blob go. A per-instance failure (not DICOM, UID
+already stored, wrong study) is a result with a PS3.18 Failure Reason, not an exception.
+
 Reference: Google's DICOM conformance statement and DICOMweb how-to (seed 001): deleting a study
 or series returns a long-running operation (`DicomWebService.DeleteStudy` / `DeleteSeries`)
 during which the study or series takes no new instances; deleting an instance returns `{}`.
@@ -8,17 +13,62 @@ Store metrics follow every change because they are computed from the catalog.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
 
-from dicomstore.core.errors import NotFound
-from dicomstore.core.model import Job, Operation, OperationResponse, ProgressCounter, StoredInstance
+from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
+from dicomstore.core.model import (
+    InstanceKey,
+    Job,
+    NewInstance,
+    Operation,
+    OperationResponse,
+    ProgressCounter,
+    StoredInstance,
+)
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import EMPTY, JobContext, Operations
 from dicomstore.core.ports import BlobStore, Catalog
+from dicomstore.dicom import levels
+from dicomstore.dicom.header import InstanceHeader, InvalidInstance, read_header
+from dicomstore.dicom.reasons import FailureReason
 
 DELETE_STUDY_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteStudy"
 DELETE_SERIES_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteSeries"
 DELETE_JOB = "delete_dicom_resources"
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What became of one instance offered to `ingest`; UIDs are "" when unreadable."""
+
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    sop_class_uid: str = ""
+    failure: int | None = None
+    """A Failure Reason (0008,1197) code when the instance was not stored."""
+    detail: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.failure is None
+
+
+def _new_instance(header: InstanceHeader) -> NewInstance:
+    return NewInstance(
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        sop_uid=header.sop_uid,
+        sop_class_uid=header.sop_class_uid,
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        number_of_frames=header.number_of_frames,
+        study_attributes=levels.select(header.metadata, levels.STUDY_TAGS),
+        series_attributes=levels.select(header.metadata, levels.SERIES_TAGS),
+        metadata=header.metadata,
+    )
 
 
 def _describe(study_uid: str, series_uid: str | None, sop_uid: str | None) -> str:
@@ -29,12 +79,60 @@ def _describe(study_uid: str, series_uid: str | None, sop_uid: str | None) -> st
     return f"study {study_uid}"
 
 
+def _failed(result: Ingested, reason: int, detail: str) -> Ingested:
+    return Ingested(
+        result.study_uid, result.series_uid, result.sop_uid, result.sop_class_uid, reason, detail
+    )
+
+
 class Instances:
     def __init__(self, catalog: Catalog, blobs: BlobStore, operations: Operations) -> None:
         self._catalog = catalog
         self._blobs = blobs
         self._operations = operations
         operations.register(DELETE_JOB, self._run_delete)
+
+    async def ingest(
+        self, store: DicomStoreName, source: BinaryIO, *, study_uid: str | None = None
+    ) -> Ingested:
+        """Store one Part 10 instance read from the seekable `source`.
+
+        `study_uid` is the `studies/{study}` of a STOW-RS request: an instance of another study
+        fails. Raises NotFound only when the store itself is missing.
+        """
+        try:
+            header = await asyncio.to_thread(read_header, source)
+        except InvalidInstance as exc:
+            return Ingested(failure=exc.reason, detail=exc.message)
+        result = Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
+        if study_uid is not None and header.study_uid != study_uid:
+            return _failed(
+                result,
+                FailureReason.STUDY_INSTANCE_UID_MISMATCH,
+                f"the instance belongs to study {header.study_uid}, not {study_uid}",
+            )
+        try:
+            key = await self._catalog.begin_instance(store, _new_instance(header))
+        except AlreadyExists:
+            return _failed(
+                result,
+                FailureReason.PROCESSING_FAILURE,
+                "an instance with the same Study, Series and SOP Instance UIDs already exists",
+            )
+        except Aborted as exc:
+            return _failed(result, FailureReason.PROCESSING_FAILURE, exc.message)
+        try:
+            await asyncio.to_thread(source.seek, 0)
+            size = await self._blobs.write(key.store_key, key.instance_key, source)
+            await self._catalog.commit_instance(key, size)
+        except BaseException:
+            await asyncio.shield(self._forget(key))
+            raise
+        return result
+
+    async def _forget(self, key: InstanceKey) -> None:
+        await self._catalog.abort_instance(key)
+        await self._blobs.delete(key.store_key, key.instance_key)
 
     async def find(
         self,

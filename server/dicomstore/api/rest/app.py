@@ -1,21 +1,218 @@
-"""The HTTP application: `GET /healthz` now; Google's REST surface and DICOMweb mount here."""
+"""The HTTP application: `GET /healthz` and Google's REST surface for the management RPCs.
+
+The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
+the gRPC server calls); DICOMweb mounts here later. Errors are rendered in one place,
+`error_response`, as Google's JSON error body `{"error": {"code", "message", "status"}}`: a domain
+error gets the HTTP status and status name of `dicomstore.api.status`; an unknown path is 404
+NOT_FOUND; a known path with another HTTP method is 405 (status UNIMPLEMENTED, as grpc-gateway
+does); anything unexpected is 500 INTERNAL with a fixed message naming the request id, and its
+traceback goes to the log only.
+
+Every request writes one access-log line, like a gRPC call. Its `method` is the HTTP method and
+the matched route's path template (`GET /v1/{name=projects/*/locations/*/datasets/*}`: one value
+per binding however many resources there are; the RPC follows from it), or the raw path when no
+route matched; its `code` is the status name of the answer (`OK`, `NOT_FOUND`, ...). The request
+id comes from an `x-request-id` header or is generated, and is echoed in the response's
+`x-request-id` header.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dicomstore.api.rest.transcoder import JSON_MEDIA_TYPE, Service, Transcoder, http_rules
+from dicomstore.api.status import STATUS, status_of
+from dicomstore.core.errors import Code, DicomStoreError
+from dicomstore.logs import AccessLog
+
+log = logging.getLogger("dicomstore.access")
+
+# The service config's `http` rules (as in Google's healthcare_v1.yaml): the Operations mixin is
+# served under its datasets; DeleteOperation and WaitOperation are not offered over REST.
+SERVICE_CONFIG_HTTP = """
+rules {
+  selector: "google.longrunning.Operations.GetOperation"
+  get: "/v1/{name=projects/*/locations/*/datasets/*/operations/*}"
+}
+rules {
+  selector: "google.longrunning.Operations.ListOperations"
+  get: "/v1/{name=projects/*/locations/*/datasets/*}/operations"
+}
+rules {
+  selector: "google.longrunning.Operations.CancelOperation"
+  post: "/v1/{name=projects/*/locations/*/datasets/*/operations/*}:cancel"
+  body: "*"
+}
+rules { selector: "google.longrunning.Operations.DeleteOperation" }
+rules { selector: "google.longrunning.Operations.WaitOperation" }
+"""
+
+_REQUEST_ID = "request_id"
+_STATUS_NAME = "status_name"
+_MAX_LOGGED_PATH = 256
 
 
-def create_app(serving: Callable[[], bool]) -> Starlette:
-    """`serving()` tells whether the server accepts work (false while shutting down)."""
+def _state(scope: Scope) -> dict[str, object]:
+    state: dict[str, object] = scope.setdefault("state", {})
+    return state
+
+
+def error_response(scope: Scope, exc: Exception) -> Response:
+    """THE mapping of an exception to Google's JSON error body and HTTP status."""
+    state = _state(scope)
+    request_id = str(state.get(_REQUEST_ID, ""))
+    headers: dict[str, str] | None = None
+    if isinstance(exc, DicomStoreError):
+        status = status_of(exc.code)
+        http, name, message = status.http, status.name, exc.message
+    elif isinstance(exc, HTTPException) and exc.status_code == 405:
+        http, name, message = 405, status_of(Code.UNIMPLEMENTED).name, exc.detail
+        headers = dict(exc.headers or {})
+    elif isinstance(exc, HTTPException) and exc.status_code == 404:
+        status = status_of(Code.NOT_FOUND)
+        message = f"no method is served at {scope['method']} {scope['path']}"
+        http, name = status.http, status.name
+    elif isinstance(exc, HTTPException):
+        http, name, message = exc.status_code, _name_of(exc.status_code), exc.detail
+    else:
+        log.error(
+            "unhandled error",
+            exc_info=exc,
+            extra={"method": f"{scope['method']} {scope['path']}", "request_id": request_id},
+        )
+        status = status_of(Code.INTERNAL)
+        http, name = status.http, status.name
+        message = f"internal error (request id {request_id})"
+    state[_STATUS_NAME] = name
+    body = {"error": {"code": http, "message": message, "status": name}}
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        status_code=http,
+        headers=headers,
+        media_type=JSON_MEDIA_TYPE,
+    )
+
+
+def _name_of(http: int) -> str:
+    """The status name of an HTTP status (the first code that maps to it), else UNKNOWN."""
+    if 200 <= http < 400:
+        return status_of(Code.OK).name
+    for status in STATUS.values():
+        if status.http == http:
+            return status.name
+    return status_of(Code.UNKNOWN).name
+
+
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    return error_response(request.scope, exc)
+
+
+def _request_ids() -> Iterator[str]:
+    """Unique ids without a system call per request: a random prefix and a counter."""
+    prefix = os.urandom(4).hex()
+    return (f"{prefix}{n:08x}" for n in itertools.count())
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    if not client:
+        return "unknown"
+    host, port = client[0], client[1]
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
+class AccessLogMiddleware:
+    """Request id, one access-log line per request, and the 500 for anything unexpected."""
+
+    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
+        self.app = app
+        self._access = access_log
+        self._ids = _request_ids()
+
+    def _request_id(self, scope: Scope) -> str:
+        for key, value in scope.get("headers") or ():
+            if key == b"x-request-id" and value:
+                return str(value.decode("latin-1")[:64])
+        return next(self._ids)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = self._request_id(scope)
+        state = _state(scope)
+        state[_REQUEST_ID] = request_id
+        status = 500
+        responded = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                responded = True
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if responded:  # too late for an error body; the server closes the connection
+                error_response(scope, exc)
+                raise
+            await error_response(scope, exc)(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or _raw_target(scope)
+            self._access.write(
+                f"{scope['method']} {path}",
+                str(state.get(_STATUS_NAME) or _name_of(status)),
+                round((time.perf_counter() - started) * 1000, 3),
+                request_id,
+                _peer(scope),
+            )
+
+
+def _raw_target(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    path = bytes(raw).split(b"?", 1)[0].decode("latin-1") if raw else scope["path"]
+    return str(path)[:_MAX_LOGGED_PATH]
+
+
+def create_app(
+    serving: Callable[[], bool],
+    services: Sequence[Service],
+    access_log: AccessLog,
+    *,
+    http_config: str = SERVICE_CONFIG_HTTP,
+) -> Starlette:
+    """`serving()` tells whether the server accepts work (false while shutting down);
+    `services` are the (descriptor, handlers) pairs the gRPC server serves too; `http_config` is
+    the text format of a `google.api.Http` whose rules override the methods' annotations."""
 
     async def healthz(request: Request) -> JSONResponse:
         if serving():
             return JSONResponse({"status": "SERVING"})
         return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"])])
+    transcoder = Transcoder(services, http_rules(http_config))
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *transcoder.routes]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLogMiddleware, access_log=access_log)],
+        exception_handlers={HTTPException: _handle_error, DicomStoreError: _handle_error},
+    )
