@@ -1,0 +1,121 @@
+"""The one ingest path, over real SQLite, real blobs and pydicom's own test files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file
+
+from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.core.instances import Instances
+from dicomstore.core.model import Dataset, DicomStore
+from dicomstore.core.names import DatasetName, DicomStoreName
+from dicomstore.core.operations import Operations
+from dicomstore.core.paging import PageTokens
+from dicomstore.dicom.reasons import FailureReason
+
+DATASET = DatasetName.parse("projects/p/locations/l/datasets/d")
+STORE = DicomStoreName(DATASET, "s")
+TEST_FILES = sorted((PYDICOM_DATA / "test_files").glob("*.dcm"))
+
+
+@pytest.fixture
+async def instances(catalog: SqliteCatalog, blobs: LocalBlobStore) -> Instances:
+    await catalog.create_dataset(Dataset(DATASET))
+    await catalog.create_dicom_store(DicomStore(STORE))
+    return Instances(catalog, blobs, Operations(catalog, PageTokens(b"k" * 32), concurrency=1))
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_pydicom_ships_its_test_files() -> None:
+    assert len(TEST_FILES) >= 70
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+async def test_every_pydicom_file_is_stored_intact_or_refused_clearly(
+    instances: Instances, blobs: LocalBlobStore, catalog: SqliteCatalog, path: Path
+) -> None:
+    with path.open("rb") as source:
+        result = await instances.ingest(STORE, source)
+    metrics = await catalog.dicom_store_metrics(STORE)
+    if result.stored:
+        found = await instances.find(STORE, result.study_uid, result.series_uid, result.sop_uid)
+        key = found[0].key
+        assert read(blobs.local_path(key.store_key, key.instance_key)) == read(path)
+        assert metrics.instance_count == 1
+        assert metrics.blob_storage_size_bytes == len(read(path))
+    else:
+        assert result.failure in set(FailureReason)
+        assert result.detail
+        assert metrics.instance_count == 0
+        assert await blobs.dicom_store_keys() == set()
+
+
+async def test_duplicate_is_a_processing_failure_and_keeps_the_stored_copy(
+    instances: Instances, blobs: LocalBlobStore
+) -> None:
+    path = data_file("CT_small.dcm")
+    with path.open("rb") as source:
+        first = await instances.ingest(STORE, source)
+    assert first.stored
+    with path.open("rb") as source:
+        again = await instances.ingest(STORE, source)
+    assert again.failure == FailureReason.PROCESSING_FAILURE
+    assert "already exists" in again.detail
+    (stored,) = await instances.find(STORE, first.study_uid)
+    assert len(await blobs.instance_keys(stored.key.store_key)) == 1
+
+
+async def test_instance_of_another_study_than_requested_fails(
+    instances: Instances, catalog: SqliteCatalog
+) -> None:
+    with data_file("CT_small.dcm").open("rb") as source:
+        result = await instances.ingest(STORE, source, study_uid="1.2.3")
+    assert result.failure == FailureReason.STUDY_INSTANCE_UID_MISMATCH
+    assert "1.2.3" in result.detail
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 0
+
+
+async def test_concurrent_ingest_of_one_instance_stores_exactly_one(
+    instances: Instances, catalog: SqliteCatalog
+) -> None:
+    payload = data_file("CT_small.dcm").read_bytes()
+    results = await asyncio.gather(
+        *(instances.ingest(STORE, io.BytesIO(payload)) for _ in range(8))
+    )
+    assert sum(r.stored for r in results) == 1
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 1
+
+
+class FailingBlobs(LocalBlobStore):
+    """A disk that fails on write: a fault the real blob store cannot produce on demand."""
+
+    async def write(self, store_key: int, instance_key: int, source: BinaryIO) -> int:
+        raise OSError("disk full")
+
+
+async def test_failed_blob_write_leaves_nothing_visible(
+    catalog: SqliteCatalog, blob_root: Path
+) -> None:
+    await catalog.create_dataset(Dataset(DATASET))
+    await catalog.create_dicom_store(DicomStore(STORE))
+    failing = FailingBlobs(blob_root)
+    await failing.open()
+    operations = Operations(catalog, PageTokens(b"k" * 32), concurrency=1)
+    instances = Instances(catalog, failing, operations)
+    with data_file("CT_small.dcm").open("rb") as source, pytest.raises(OSError, match="disk"):
+        await instances.ingest(STORE, source)
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 0
+    assert await catalog.recover_instances() == []
+    with data_file("CT_small.dcm").open("rb") as source:
+        assert (
+            await Instances(catalog, LocalBlobStore(blob_root), operations).ingest(STORE, source)
+        ).stored
