@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
+from dicomstore.api.rest.dicomweb import dicomweb_routes
+from dicomstore.api.rest.dicomweb.context import DicomWebContext
 from dicomstore.api.services.datasets import DatasetServiceHandlers
 from dicomstore.api.services.dicom import DicomServiceHandlers
 from dicomstore.api.services.operations import OperationsHandlers
@@ -28,8 +30,10 @@ from dicomstore.config import Settings
 from dicomstore.core.datasets import Datasets
 from dicomstore.core.exports import Exports
 from dicomstore.core.imports import Imports
+from dicomstore.core.instances import Instances
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
+from dicomstore.core.policy import POLICIES
 from dicomstore.core.recovery import recover
 from dicomstore.core.stores import DicomStores
 from dicomstore.logs import AccessLog
@@ -91,6 +95,7 @@ class App:
         datasets = Datasets(self.catalog, self.blobs, operations, tokens)
         imports = Imports(self.catalog, operations)
         exports = Exports(self.catalog, operations)
+        instances = Instances(self.catalog, self.blobs, operations)  # before resume: its jobs
         await operations.resume()
 
         services = [
@@ -117,7 +122,18 @@ class App:
         self.grpc_port = self.grpc.port
         sock = _bind(settings.host, settings.http_port)
         self.http_port = sock.getsockname()[1]
-        self.http_app = create_app(lambda: self._serving, services, access_log)
+        dicomweb = DicomWebContext(
+            instances=instances,
+            stores=stores,
+            policy=POLICIES[settings.dicomweb_mode],
+            max_instance_bytes=settings.max_instance_bytes,
+        )
+        self.http_app = create_app(
+            lambda: self._serving,
+            services,
+            access_log,
+            extra_routes=dicomweb_routes(dicomweb),
+        )
         config = uvicorn.Config(
             self.http_app,
             log_config=None,

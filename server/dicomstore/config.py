@@ -37,6 +37,12 @@ class Settings:
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish on SIGTERM", low=0, high=3600
     )
+    max_instance_bytes: int = _setting(
+        4 << 30,
+        "largest DICOM instance STOW-RS accepts, in bytes (413 beyond)",
+        low=1,
+        high=1 << 40,
+    )
     operation_workers: int = _setting(
         4, "long-running operations run at the same time", low=1, high=256
     )

@@ -1,8 +1,8 @@
 """The HTTP application: `GET /healthz` and Google's REST surface for the management RPCs.
 
 The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
-the gRPC server calls); DICOMweb mounts here later. Errors are rendered in one place,
-`error_response`, as Google's JSON error body `{"error": {"code", "message", "status"}}`: a domain
+the gRPC server calls); DICOMweb's own routes (`extra_routes`) come first. Errors are rendered in
+one place, `error_response`, as Google's JSON error body `{"error": {"code", "message", "status"}}`: a domain
 error gets the HTTP status and status name of `dicomstore.api.status`; an unknown path is 404
 NOT_FOUND; a known path with another HTTP method is 405 (status UNIMPLEMENTED, as grpc-gateway
 does); anything unexpected is 500 INTERNAL with a fixed message naming the request id, and its
@@ -198,6 +198,7 @@ def create_app(
     services: Sequence[Service],
     access_log: AccessLog,
     *,
+    extra_routes: Sequence[BaseRoute] = (),
     http_config: str = SERVICE_CONFIG_HTTP,
 ) -> Starlette:
     """`serving()` tells whether the server accepts work (false while shutting down);
@@ -210,7 +211,11 @@ def create_app(
         return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
 
     transcoder = Transcoder(services, http_rules(http_config))
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *transcoder.routes]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *extra_routes,
+        *transcoder.routes,
+    ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(AccessLogMiddleware, access_log=access_log)],
