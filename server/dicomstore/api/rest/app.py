@@ -1,9 +1,9 @@
 """The HTTP application: `GET /healthz` and Google's REST surface for the management RPCs.
 
 The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
-the gRPC server calls); DICOMweb's own routes (`extra_routes`) come first. Errors are rendered in
-one place, `error_response`, as Google's JSON error body `{"error": {"code", "message", "status"}}`: a domain
-error gets the HTTP status and status name of `dicomstore.api.status`; an unknown path is 404
+the gRPC server calls); DICOMweb's own routes (`extra_routes`) come first. Errors are rendered
+in one place, `error_response`, as Google's JSON error body
+`{"error": {"code", "message", "status"}}`: a domain error gets the HTTP status and status name of `dicomstore.api.status`; an unknown path is 404
 NOT_FOUND; a known path with another HTTP method is 405 (status UNIMPLEMENTED, as grpc-gateway
 does); anything unexpected is 500 INTERNAL with a fixed message naming the request id, and its
 traceback goes to the log only.
