@@ -3,10 +3,10 @@
 The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
 the gRPC server calls); DICOMweb's own routes (`extra_routes`) come first. Errors are rendered
 in one place, `error_response`, as Google's JSON error body
-`{"error": {"code", "message", "status"}}`: a domain error gets the HTTP status and status name of `dicomstore.api.status`; an unknown path is 404
-NOT_FOUND; a known path with another HTTP method is 405 (status UNIMPLEMENTED, as grpc-gateway
-does); anything unexpected is 500 INTERNAL with a fixed message naming the request id, and its
-traceback goes to the log only.
+`{"error": {"code", "message", "status"}}`: a domain error gets the HTTP status and status name
+of `dicomstore.api.status`; an unknown path is 404 NOT_FOUND; a known path with another HTTP
+method is 405 (status UNIMPLEMENTED, as grpc-gateway does); anything unexpected is 500 INTERNAL
+with a fixed message naming the request id, and its traceback goes to the log only.
 
 Every request writes one access-log line, like a gRPC call. Its `method` is the HTTP method and
 the matched route's path template (`GET /v1/{name=projects/*/locations/*/datasets/*}`: one value
