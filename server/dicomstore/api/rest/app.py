@@ -106,10 +106,17 @@ def error_response(scope: Scope, exc: Exception) -> Response:
     )
 
 
+# HTTP-only statuses of DICOMweb (no canonical code maps to them): the client sent something
+# the server cannot take, so the status name is INVALID_ARGUMENT.
+_HTTP_ONLY = {406: Code.INVALID_ARGUMENT, 413: Code.INVALID_ARGUMENT, 415: Code.INVALID_ARGUMENT}
+
+
 def _name_of(http: int) -> str:
     """The status name of an HTTP status (the first code that maps to it), else UNKNOWN."""
     if 200 <= http < 400:
         return status_of(Code.OK).name
+    if http in _HTTP_ONLY:
+        return status_of(_HTTP_ONLY[http]).name
     for status in STATUS.values():
         if status.http == http:
             return status.name
