@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.core.errors import NotFound
 from dicomstore.core.ports import BlobStore
 
 PutBlob = Callable[[int], Awaitable[None]]
@@ -184,3 +185,8 @@ async def test_remove_dicom_store_leaves_foreign_entries(
     plant(tmp_path / "blobs" / "lost+found")
     await local.remove_dicom_store(5)
     assert entries(tmp_path / "blobs") == ["lost+found"]
+
+
+async def test_reading_an_absent_blob_is_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        [chunk async for chunk in blobs.read(1, 404)]

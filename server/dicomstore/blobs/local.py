@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from dicomstore.core.errors import NotFound
+
 _CHUNK = 1 << 20
 _SUFFIX = ".dcm"
 _PARTIAL = ".partial"
@@ -71,9 +73,13 @@ class LocalBlobStore:
         return size
 
     async def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks of at most 1 MiB (memory stays bounded)."""
+        """The blob's bytes in chunks of at most 1 MiB; NotFound if there is no such blob."""
         path = self._path(store_key, instance_key)
-        with await asyncio.to_thread(path.open, "rb") as blob:
+        try:
+            blob = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {store_key}/{instance_key} not found") from None
+        with blob:
             while chunk := await asyncio.to_thread(blob.read, _CHUNK):
                 yield chunk
 

@@ -14,9 +14,10 @@ Store metrics follow every change because they are computed from the catalog.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
 from dicomstore.core.model import (
@@ -68,6 +69,7 @@ def _new_instance(header: InstanceHeader) -> NewInstance:
         study_attributes=levels.select(header.metadata, levels.STUDY_TAGS),
         series_attributes=levels.select(header.metadata, levels.SERIES_TAGS),
         metadata=header.metadata,
+        attributes=header.attributes,
     )
 
 
@@ -77,6 +79,13 @@ def _describe(study_uid: str, series_uid: str | None, sop_uid: str | None) -> st
     if series_uid is not None:
         return f"series {series_uid} of study {study_uid}"
     return f"study {study_uid}"
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _failed(result: Ingested, reason: int, detail: str) -> Ingested:
@@ -147,6 +156,28 @@ class Instances:
             what = _describe(study_uid, series_uid, sop_uid)
             raise NotFound(f"{what} not found in {store}", resource=what)
         return found
+
+    async def metadata(self, found: Sequence[StoredInstance]) -> Sequence[dict[str, Any]]:
+        """The DICOM JSON of each instance (bulk data as relative `bulkdata/...` URIs)."""
+        return await self._catalog.instance_metadata([i.key for i in found])
+
+    async def open(self, instance: StoredInstance) -> AsyncIterator[bytes] | None:
+        """The instance's stored bytes in chunks; None if it was deleted meanwhile.
+
+        The first chunk is read here, so a vanished blob is known before a response starts.
+        """
+        chunks = self._blobs.read(instance.key.store_key, instance.key.instance_key)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except NotFound:
+            return None
+        return _prepend(first, chunks)
+
+    def local_path(self, instance: StoredInstance) -> Path:
+        """A local file holding the instance, for readers that need one (pydicom)."""
+        return self._blobs.local_path(instance.key.store_key, instance.key.instance_key)
 
     async def delete_instance(
         self, store: DicomStoreName, study_uid: str, series_uid: str, sop_uid: str

@@ -21,6 +21,7 @@ from dicomstore.core.model import (
     StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
+from dicomstore.dicom.qido import Match, Query
 
 
 class Catalog(Protocol):
@@ -135,6 +136,16 @@ class Catalog(Protocol):
         """Remove an instance row (its blob is removed after); drop its series and study rows
         once they are empty. Deleting an absent instance is not an error."""
 
+    async def search(self, store: DicomStoreName, query: Query) -> Sequence[Match]:
+        """Visible studies, series or instances (`query.level`) within `query`'s study and
+        series, matching every condition on at least one visible instance; in the order they
+        were first stored, `query.limit` at most after skipping `query.offset` (QIDO-RS,
+        PS3.18 10.6; matching rules in `dicomstore.dicom.qido`).
+
+        A study or series with no visible instance is never returned. Raise NotFound when the
+        store is missing.
+        """
+
     # Operations
     async def create_operation(self, operation: Operation) -> None:
         """Raise NotFound when the dataset is missing, AlreadyExists on a duplicate id."""
@@ -169,7 +180,7 @@ class BlobStore(Protocol):
         """
 
     def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
-        """The blob's bytes, in bounded chunks."""
+        """The blob's bytes, in bounded chunks; NotFound (on the first read) if absent."""
 
     def local_path(self, store_key: int, instance_key: int) -> Path:
         """A local file holding the blob, for readers that need one."""

@@ -1,0 +1,824 @@
+"""WADO-RS through the ASGI app of a real started server: instances, metadata, bulk data, frames.
+
+Instances are stored through the core's one ingest path (`Instances.ingest`) on the server's
+own catalog and blobs, then read back over HTTP with httpx's in-process transport. Streaming
+with bounded memory is pinned over a real socket in `tests/e2e/test_wado_stream.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+from dicomstore.app import App
+from dicomstore.core.instances import Ingested, Instances
+from dicomstore.core.names import DicomStoreName
+from dicomstore.dicom.multipart import MultipartReader, parse_content_type
+from dicomstore.dicom.values import byteswap
+from tests.conftest import DATASET
+from tests.rest.test_transcoder import client_for
+from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file, new_instance, part10
+
+STORE = f"{DATASET}/dicomStores/wado"
+WEB = f"/v1/{STORE}/dicomWeb"
+BASE_URL = "http://dicomstore.test"
+LE = "1.2.840.10008.1.2.1"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+STUDY = "1.2.826.0.1.3"
+SERIES_A, SERIES_B = "1.2.826.0.1.3.1", "1.2.826.0.1.3.2"
+TEST_FILES = sorted((PYDICOM_DATA / "test_files").glob("*.dcm"))
+JSON = "application/json; charset=utf-8"
+MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
+MULTIPART_OCTET = 'multipart/related; type="application/octet-stream"'
+# pydicom warns about the odd values some of its own test files hold; the server takes them (a
+# warning is not an error outside the test suite), so these tests do too.
+TOLERATE_ODD_VALUES = pytest.mark.filterwarnings("ignore:Invalid value for VR")
+TOLERATE_VR_MISMATCH = pytest.mark.filterwarnings("ignore:Expected explicit VR")
+
+
+# --- fixtures and helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
+    assert app.http_app is not None
+    async with client_for(app.http_app) as http:
+        yield http
+
+
+async def create_store(client: httpx.AsyncClient) -> str:
+    """Create the dataset and the store STORE over REST."""
+    location, _, dataset_id = DATASET.rpartition("/datasets/")
+    response = await client.post(f"/v1/{location}/datasets", params={"datasetId": dataset_id})
+    assert response.status_code == 200, response.text
+    response = await client.post(
+        f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "wado"}, json={}
+    )
+    assert response.status_code == 200, response.text
+    return STORE
+
+
+def core_instances(app: App) -> Instances:
+    """The core's instances over the server's own catalog, blobs and operations."""
+    assert app.operations is not None
+    return Instances(app.catalog, app.blobs, app.operations)
+
+
+@pytest.fixture
+async def store(client: httpx.AsyncClient) -> str:
+    return await create_store(client)
+
+
+@pytest.fixture
+def instances(app: App, store: str) -> Instances:
+    return core_instances(app)
+
+
+async def ingest(instances: Instances, data: bytes) -> Ingested:
+    result = await instances.ingest(DicomStoreName.parse(STORE), io.BytesIO(data))
+    assert result.stored, result.detail
+    return result
+
+
+def instance_path(result: Ingested) -> str:
+    return f"{WEB}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"
+
+
+def multipart(response: httpx.Response, part_type: str) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/related response of root type `part_type`."""
+    assert response.status_code == 200, response.text
+    content_type = parse_content_type(response.headers["content-type"])
+    assert content_type.media_type == "multipart/related"
+    assert content_type.type == part_type
+    assert content_type.boundary is not None
+    reader = MultipartReader(content_type.boundary, 1 << 30, 1 << 30)
+    found = reader.feed(response.content)
+    reader.close()
+    parts = []
+    for part in found:
+        with part:
+            parts.append((dict(part.headers), part.body.read()))
+    return parts
+
+
+def not_acceptable(response: httpx.Response) -> str:
+    """A 406 in Google's error shape; returns its message."""
+    assert response.status_code == 406, response.text
+    assert response.headers["content-type"] == JSON
+    body = response.json()["error"]
+    assert body["code"] == 406
+    assert body["message"].startswith("no supported media type found in [")
+    message: str = body["message"]
+    return message
+
+
+def error(response: httpx.Response, http: int, status: str) -> str:
+    assert response.status_code == http, response.text
+    body = response.json()["error"]
+    assert (body["code"], body["status"]) == (http, status)
+    message: str = body["message"]
+    return message
+
+
+def pixels(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def image(
+    sop: str,
+    series: str = SERIES_A,
+    *,
+    rows: int = 4,
+    columns: int = 3,
+    frames: int = 3,
+    bits: int = 16,
+    samples: int = 1,
+    data: bytes | None = None,
+) -> Dataset:
+    """A native multi-frame image; its Pixel Data is `data` or random bytes of the right size."""
+    ds = new_instance(SOPInstanceUID=sop, SeriesInstanceUID=series, StudyInstanceUID=STUDY)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    ds.NumberOfFrames = frames
+    if data is None:
+        size = (rows * columns * samples * bits * frames + 7) // 8
+        data = pixels(size + size % 2, seed=hash(sop) % 1000)
+    ds.PixelData = data
+    return ds
+
+
+async def study_of_three(instances: Instances) -> list[bytes]:
+    """Study STUDY: two instances in series A, one in series B; the stored files in order."""
+    files = [
+        part10(image("1.2.826.0.1.3.1.1")),
+        part10(image("1.2.826.0.1.3.1.2")),
+        part10(image("1.2.826.0.1.3.2.1", SERIES_B)),
+    ]
+    for data in files:
+        await ingest(instances, data)
+    return files
+
+
+# --- retrieve: study, series, instance ----------------------------------------------------------
+
+
+async def test_study_is_multipart_dicom_one_part_per_instance(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    files = await study_of_three(instances)
+    response = await client.get(f"{WEB}/studies/{STUDY}", headers={"accept": MULTIPART_DICOM})
+    parts = multipart(response, "application/dicom")
+    assert [body for _, body in parts] == files
+    assert [headers["content-type"] for headers, _ in parts] == [
+        f"application/dicom; transfer-syntax={LE}"
+    ] * 3
+    assert parts[2][0]["content-location"] == (
+        f"{BASE_URL}{WEB}/studies/{STUDY}/series/{SERIES_B}/instances/1.2.826.0.1.3.2.1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "count"),
+    [
+        (f"/studies/{STUDY}/series/{SERIES_A}", 2),
+        (f"/studies/{STUDY}/series/{SERIES_B}", 1),
+        (f"/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.2", 1),
+    ],
+)
+async def test_series_and_instance_return_their_own_instances(
+    client: httpx.AsyncClient, instances: Instances, path: str, count: int
+) -> None:
+    await study_of_three(instances)
+    parts = multipart(await client.get(WEB + path), "application/dicom")
+    assert len(parts) == count
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+@TOLERATE_ODD_VALUES
+@TOLERATE_VR_MISMATCH
+async def test_every_stored_pydicom_file_comes_back_byte_identical(
+    client: httpx.AsyncClient, instances: Instances, path: Path
+) -> None:
+    data = await asyncio.to_thread(path.read_bytes)
+    result = await instances.ingest(DicomStoreName.parse(STORE), io.BytesIO(data))
+    if not result.stored:
+        pytest.skip(f"refused at ingest: {result.detail}")
+    single = await client.get(
+        instance_path(result), headers={"accept": "application/dicom; transfer-syntax=*"}
+    )
+    assert single.status_code == 200, single.text
+    assert single.content == data
+    study = await client.get(
+        f"{WEB}/studies/{result.study_uid}",
+        headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax=*"},
+    )
+    ((headers, body),) = multipart(study, "application/dicom")
+    assert body == data
+    stored_syntax = pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={stored_syntax}"
+
+
+async def test_single_part_instance_has_the_stored_syntax_and_length(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    data = data_file("JPEG-lossy.dcm").read_bytes()
+    result = await ingest(instances, data)
+    response = await client.get(
+        instance_path(result), headers={"accept": "application/dicom; transfer-syntax=*"}
+    )
+    assert (
+        response.headers["content-type"]
+        == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.51"
+    )
+    assert response.headers["content-length"] == str(len(data))
+
+
+# Accept negotiation on an instance stored as Explicit VR Little Endian: (Accept, outcome) where
+# the outcome is "multipart", "single" or 406.
+LE_ACCEPT_RULES: list[tuple[str | None, str | int]] = [
+    (None, "multipart"),
+    ("*/*", "multipart"),
+    ("multipart/*", "multipart"),
+    (MULTIPART_DICOM, "multipart"),
+    ("multipart/related; type=application/dicom", "multipart"),
+    ('multipart/related; type="*/*"', "multipart"),
+    (f"{MULTIPART_DICOM}; transfer-syntax=*", "multipart"),
+    (f"{MULTIPART_DICOM}; transfer-syntax={LE}", "multipart"),
+    ("application/dicom", "single"),
+    ("application/*", "single"),
+    ("application/dicom; transfer-syntax=*", "single"),
+    (f"application/dicom; transfer-syntax={LE}", "single"),
+    (f"application/dicom; q=0.5, {MULTIPART_DICOM}; q=0.9", "multipart"),
+    (f"application/dicom; q=1, {MULTIPART_DICOM}; q=0.4", "single"),
+    (f"{MULTIPART_DICOM}; q=0, */*", "single"),
+    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}, application/dicom; q=0.1", "single"),
+    ("application/json", 406),
+    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}", 406),
+    ('multipart/related; type="application/octet-stream"', 406),
+    ("*/*; q=0", 406),
+]
+
+
+@pytest.mark.parametrize(("accept", "outcome"), LE_ACCEPT_RULES)
+async def test_accept_negotiation_for_an_explicit_little_endian_instance(
+    client: httpx.AsyncClient, instances: Instances, accept: str | None, outcome: str | int
+) -> None:
+    data = part10(image("1.2.826.0.1.3.1.1"))
+    result = await ingest(instances, data)
+    headers = {} if accept is None else {"accept": accept}
+    response = await client.get(instance_path(result), headers=headers)
+    if outcome == 406:
+        message = not_acceptable(response)
+        assert f"{MULTIPART_DICOM}; transfer-syntax=*" in message
+        assert f"application/dicom; transfer-syntax={LE}" in message
+    elif outcome == "single":
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == f"application/dicom; transfer-syntax={LE}"
+        assert response.content == data
+    else:
+        ((_, body),) = multipart(response, "application/dicom")
+        assert body == data
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [None, "*/*", MULTIPART_DICOM, f"{MULTIPART_DICOM}; transfer-syntax={LE}", "application/dicom"],
+)
+async def test_default_syntax_of_a_compressed_instance_is_406_until_transcoding(
+    client: httpx.AsyncClient, instances: Instances, accept: str | None
+) -> None:
+    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
+    headers = {} if accept is None else {"accept": accept}
+    message = not_acceptable(await client.get(instance_path(result), headers=headers))
+    assert "transcoding is not available yet" in message
+    assert f"stored as {JPEG_BASELINE}" in message
+    assert f"{MULTIPART_DICOM}; transfer-syntax=*" in message
+    assert f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}" in message
+    assert "application/dicom; transfer-syntax=*" in message
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f"{MULTIPART_DICOM}; transfer-syntax=*",
+        f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}",
+        f"{MULTIPART_DICOM}, {MULTIPART_DICOM}; transfer-syntax=*; q=0.2",
+    ],
+)
+async def test_compressed_instance_is_returned_as_stored_when_asked(
+    client: httpx.AsyncClient, instances: Instances, accept: str
+) -> None:
+    data = data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes()
+    result = await ingest(instances, data)
+    ((headers, body),) = multipart(
+        await client.get(f"{WEB}/studies/{result.study_uid}", headers={"accept": accept}),
+        "application/dicom",
+    )
+    assert body == data
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={JPEG_BASELINE}"
+
+
+async def test_study_of_mixed_syntaxes_is_returned_only_as_stored(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1")
+    await ingest(instances, part10(ds))
+    big = image("1.2.826.0.1.3.1.2")
+    big.PixelData = byteswap(big.PixelData, 2)
+    await ingest(instances, part10(big, ExplicitVRBigEndian))
+    study = f"{WEB}/studies/{STUDY}"
+    message = not_acceptable(
+        await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax={LE}"})
+    )
+    assert f"stored as {ExplicitVRLittleEndian}, {ExplicitVRBigEndian}" in message
+    assert message.endswith(f"one of {MULTIPART_DICOM}; transfer-syntax=*")
+    parts = multipart(
+        await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax=*"}),
+        "application/dicom",
+    )
+    assert [h["content-type"].rpartition("=")[2] for h, _ in parts] == [LE, ExplicitVRBigEndian]
+
+
+async def test_malformed_accept_is_400(client: httpx.AsyncClient, instances: Instances) -> None:
+    await study_of_three(instances)
+    response = await client.get(
+        f"{WEB}/studies/{STUDY}", headers={"accept": "multipart/related; q=2"}
+    )
+    assert "Accept" in error(response, 400, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/studies/9.9",
+        f"/studies/{STUDY}/series/9.9",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9",
+        "/studies/9.9/metadata",
+        f"/studies/{STUDY}/series/9.9/metadata",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9/metadata",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9/frames/1",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9/bulkdata/7FE00010",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9/rendered",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/9.9/frames/1/rendered",
+    ],
+)
+async def test_missing_resource_is_404_not_403(
+    client: httpx.AsyncClient, instances: Instances, path: str
+) -> None:
+    await study_of_three(instances)
+    error(await client.get(WEB + path), 404, "NOT_FOUND")
+
+
+async def test_unknown_store_is_404(client: httpx.AsyncClient, store: str) -> None:
+    response = await client.get(f"/v1/{DATASET}/dicomStores/nope/dicomWeb/studies/{STUDY}")
+    error(response, 404, "NOT_FOUND")
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "sops"),
+    [
+        (f"/studies/{STUDY}", ["1.2.826.0.1.3.1.1", "1.2.826.0.1.3.1.2", "1.2.826.0.1.3.2.1"]),
+        (f"/studies/{STUDY}/series/{SERIES_B}", ["1.2.826.0.1.3.2.1"]),
+        (f"/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.2", ["1.2.826.0.1.3.1.2"]),
+    ],
+)
+async def test_metadata_is_a_dicom_json_array_of_the_instances(
+    client: httpx.AsyncClient, instances: Instances, path: str, sops: list[str]
+) -> None:
+    await study_of_three(instances)
+    response = await client.get(f"{WEB}{path}/metadata")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom+json; charset=utf-8"
+    body = response.json()
+    assert [item["00080018"]["Value"][0] for item in body] == sops
+    assert body[0]["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}
+
+
+async def test_metadata_bulkdata_uris_are_absolute_and_retrievable(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1")
+    await ingest(instances, part10(ds))
+    response = await client.get(f"{WEB}/studies/{STUDY}/metadata")
+    (item,) = response.json()
+    uri = item["7FE00010"]["BulkDataURI"]
+    assert uri == (
+        f"{BASE_URL}{WEB}/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.1"
+        "/bulkdata/7FE00010"
+    )
+    ((_, body),) = multipart(await client.get(uri), "application/octet-stream")
+    assert body == ds.PixelData
+
+
+async def test_nested_bulkdata_uris_are_rewritten(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, data_file("waveform_ecg.dcm").read_bytes())
+    (item,) = (await client.get(f"{instance_path(result)}/metadata")).json()
+    uri = item["54000100"]["Value"][1]["54001010"]["BulkDataURI"]
+    assert uri == f"{BASE_URL}{instance_path(result)}/bulkdata/54000100/1/54001010"
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        (None, 200),
+        ("*/*", 200),
+        ("application/*", 200),
+        ("application/dicom+json", 200),
+        ("application/dicom+json; q=0.5, application/json", 200),
+        ('multipart/related; type="application/dicom+xml"', 406),
+        ("application/json", 406),
+        ("application/dicom", 406),
+    ],
+)
+async def test_metadata_accept_negotiation(
+    client: httpx.AsyncClient, instances: Instances, accept: str | None, status: int
+) -> None:
+    await study_of_three(instances)
+    headers = {} if accept is None else {"accept": accept}
+    response = await client.get(f"{WEB}/studies/{STUDY}/metadata", headers=headers)
+    if status == 406:
+        message = not_acceptable(response)
+        assert message.endswith("one of application/dicom+json")
+    else:
+        assert response.status_code == 200, response.text
+
+
+async def test_metadata_as_xml_says_it_is_not_available_yet(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    await study_of_three(instances)
+    response = await client.get(
+        f"{WEB}/studies/{STUDY}/metadata",
+        headers={"accept": 'multipart/related; type="application/dicom+xml"'},
+    )
+    assert "application/dicom+xml" in not_acceptable(response)
+    assert "not available yet" in not_acceptable(response)
+
+
+async def test_metadata_of_many_instances_streams_in_batches(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    for n in range(1, 232):
+        ds = new_instance(SOPInstanceUID=f"1.2.826.0.1.3.1.{n}", SeriesInstanceUID=SERIES_A)
+        ds.StudyInstanceUID = STUDY
+        await ingest(instances, part10(ds))
+    body = (await client.get(f"{WEB}/studies/{STUDY}/metadata")).json()
+    assert len(body) == 231
+    assert len({item["00080018"]["Value"][0] for item in body}) == 231
+
+
+# --- bulk data ------------------------------------------------------------------------------------
+
+
+async def test_bulkdata_default_is_one_octet_stream_part(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1")
+    result = await ingest(instances, part10(ds))
+    url = f"{instance_path(result)}/bulkdata/7FE00010"
+    ((headers, body),) = multipart(await client.get(url), "application/octet-stream")
+    assert body == ds.PixelData
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-location"] == BASE_URL + url
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/octet-stream", "application/octet-stream; transfer-syntax=*"]
+)
+async def test_bulkdata_single_part_has_its_length(
+    client: httpx.AsyncClient, instances: Instances, accept: str
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1")
+    result = await ingest(instances, part10(ds))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7fe00010", headers={"accept": accept}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-length"] == str(len(ds.PixelData))
+    assert response.content == ds.PixelData
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "*/*",
+        'multipart/related; type="*/*"',
+        f"{MULTIPART_OCTET}; transfer-syntax=*",
+        f"{MULTIPART_OCTET}; transfer-syntax={LE}",
+    ],
+)
+async def test_bulkdata_accepts_what_clients_send(
+    client: httpx.AsyncClient, instances: Instances, accept: str
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1")
+    result = await ingest(instances, part10(ds))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010", headers={"accept": accept}
+    )
+    ((_, body),) = multipart(response, "application/octet-stream")
+    assert body == ds.PixelData
+
+
+async def test_bulkdata_in_an_unacceptable_type_is_406(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010", headers={"accept": "image/jpeg"}
+    )
+    assert f"{MULTIPART_OCTET}; transfer-syntax=*" in not_acceptable(response)
+
+
+async def test_nested_bulkdata_is_the_item_value(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, data_file("waveform_ecg.dcm").read_bytes())
+    expected = pydicom.dcmread(data_file("waveform_ecg.dcm")).WaveformSequence[1].WaveformData
+    response = await client.get(f"{instance_path(result)}/bulkdata/54000100/1/54001010")
+    ((_, body),) = multipart(response, "application/octet-stream")
+    assert body == expected
+
+
+async def test_large_bulkdata_is_read_from_its_window_of_the_file(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    # 300 x 300 x 16 bits: above the 64 KiB pydicom defers, so it is read by ranges.
+    little = pixels(300 * 300 * 2)
+    ds = image("1.2.826.0.1.3.1.1", rows=300, columns=300, frames=1, data=little)
+    result = await ingest(instances, part10(ds))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010",
+        headers={"accept": "application/octet-stream"},
+    )
+    assert response.content == little
+
+
+@pytest.mark.parametrize(("rows", "bits"), [(300, 16), (300, 8), (3, 32), (5, 16)])
+async def test_big_endian_bulkdata_is_returned_little_endian(
+    client: httpx.AsyncClient, instances: Instances, rows: int, bits: int
+) -> None:
+    little = pixels(rows * rows * bits // 8 + (rows * rows * bits // 8) % 2)
+    ds = image("1.2.826.0.1.3.1.1", rows=rows, columns=rows, frames=1, bits=bits, data=little)
+    # PS3.5 A.3: OW values are 16-bit words, wider pixels are whole big-endian numbers.
+    ds.PixelData = byteswap(little, max(2, bits // 8))
+    ds["PixelData"].VR = "OW"
+    result = await ingest(instances, part10(ds, ExplicitVRBigEndian))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010",
+        headers={"accept": "application/octet-stream"},
+    )
+    assert response.content == little
+
+
+@pytest.mark.parametrize(
+    ("big", "little"),
+    [
+        ("MR_small_bigendian.dcm", "MR_small.dcm"),
+        ("rtdose_expb.dcm", "rtdose.dcm"),
+        ("SC_rgb_small_odd_big_endian.dcm", "SC_rgb_small_odd.dcm"),
+    ],
+)
+@TOLERATE_ODD_VALUES
+async def test_big_endian_pixel_data_of_pydicom_files_matches_the_little_endian_twin(
+    client: httpx.AsyncClient, instances: Instances, big: str, little: str
+) -> None:
+    result = await ingest(instances, data_file(big).read_bytes())
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010",
+        headers={"accept": "application/octet-stream"},
+    )
+    assert response.content == pydicom.dcmread(data_file(little)).PixelData
+
+
+async def test_deflated_bulkdata_is_inflated(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, data_file("image_dfl.dcm").read_bytes())
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010",
+        headers={"accept": "application/octet-stream"},
+    )
+    assert response.content == pydicom.dcmread(data_file("image_dfl.dcm")).PixelData
+
+
+async def test_numeric_bulkdata_is_packed_little_endian(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = new_instance()
+    ds.add_new(0x00090010, "LO", "TEST")
+    ds.add_new(0x00091001, "US", list(range(600)))
+    result = await ingest(instances, part10(ds, ExplicitVRBigEndian))
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/00091001",
+        headers={"accept": "application/octet-stream"},
+    )
+    assert response.content == struct.pack("<600H", *range(600))
+
+
+@pytest.mark.parametrize(
+    "path", ["00100010", "00091234", "7FE00010/0/00100010", "54000100/9/54001010"]
+)
+async def test_bulkdata_that_is_not_there_is_404(
+    client: httpx.AsyncClient, instances: Instances, path: str
+) -> None:
+    result = await ingest(instances, data_file("waveform_ecg.dcm").read_bytes())
+    error(await client.get(f"{instance_path(result)}/bulkdata/{path}"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("path", ["7FE0001", "7FE00010/x/00100010", "7FE00010/0", "tag", ""])
+async def test_malformed_bulkdata_path_is_400(
+    client: httpx.AsyncClient, instances: Instances, path: str
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
+    response = await client.get(f"{instance_path(result)}/bulkdata/{path}")
+    assert "bulkdata" in error(response, 400, "INVALID_ARGUMENT")
+
+
+async def test_compressed_pixel_data_bulkdata_is_406_until_transcoding(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
+    response = await client.get(f"{instance_path(result)}/bulkdata/7FE00010")
+    assert response.status_code == 406, response.text
+    message = response.json()["error"]["message"]
+    assert "compressed pixel data" in message
+    assert "transfer-syntax=*" in message
+
+
+# --- frames ---------------------------------------------------------------------------------------
+
+
+async def test_frames_are_one_octet_stream_part_each_in_the_order_asked(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1", frames=3)
+    result = await ingest(instances, part10(ds))
+    size = 4 * 3 * 2
+    frames = [ds.PixelData[n * size : (n + 1) * size] for n in range(3)]
+    url = f"{instance_path(result)}/frames/3,1,3"
+    parts = multipart(await client.get(url), "application/octet-stream")
+    assert [body for _, body in parts] == [frames[2], frames[0], frames[2]]
+    assert parts[1][0] == {
+        "content-type": f"application/octet-stream; transfer-syntax={LE}",
+        "content-location": f"{BASE_URL}{instance_path(result)}/frames/1",
+    }
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/octet-stream", f"application/octet-stream; transfer-syntax={LE}"]
+)
+async def test_one_frame_as_single_part_octet_stream(
+    client: httpx.AsyncClient, instances: Instances, accept: str
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1", frames=3)
+    result = await ingest(instances, part10(ds))
+    response = await client.get(f"{instance_path(result)}/frames/2", headers={"accept": accept})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == f"application/octet-stream; transfer-syntax={LE}"
+    assert response.content == ds.PixelData[24:48]
+
+
+@pytest.mark.parametrize(
+    ("frames", "accept"),
+    [
+        ("1,2", "application/octet-stream"),
+        ("1", "image/jpeg"),
+        ("1", f"{MULTIPART_OCTET}; transfer-syntax={JPEG_BASELINE}"),
+    ],
+)
+async def test_frames_in_an_unacceptable_type_are_406(
+    client: httpx.AsyncClient, instances: Instances, frames: str, accept: str
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
+    response = await client.get(
+        f"{instance_path(result)}/frames/{frames}", headers={"accept": accept}
+    )
+    assert f"{MULTIPART_OCTET}; transfer-syntax=*" in not_acceptable(response)
+
+
+@pytest.mark.parametrize("frames", ["4", "0", "1,x", "", "1,,2", "-1", "1.5"])
+async def test_bad_or_missing_frame_numbers_are_400(
+    client: httpx.AsyncClient, instances: Instances, frames: str
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1", frames=3)))
+    response = await client.get(f"{instance_path(result)}/frames/{frames}")
+    if frames == "":  # no frame list at all: no such resource
+        error(response, 404, "NOT_FOUND")
+        return
+    assert "frame" in error(response, 400, "INVALID_ARGUMENT")
+
+
+async def test_frames_of_an_instance_without_pixel_data_are_400(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, part10(new_instance()))
+    message = error(await client.get(f"{instance_path(result)}/frames/1"), 400, "INVALID_ARGUMENT")
+    assert "no Pixel Data" in message
+
+
+async def test_frames_of_a_compressed_instance_are_406_until_decoding(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
+    message = not_acceptable(await client.get(f"{instance_path(result)}/frames/1"))
+    assert f"stored compressed as {JPEG_BASELINE}" in message
+    assert "transfer-syntax=*" in message
+
+
+async def test_frames_shorter_than_promised_are_400_failed_precondition(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1", frames=3, data=pixels(4 * 3 * 2 * 2))
+    result = await ingest(instances, part10(ds))
+    assert (await client.get(f"{instance_path(result)}/frames/2")).status_code == 200
+    error(await client.get(f"{instance_path(result)}/frames/3"), 400, "FAILED_PRECONDITION")
+
+
+async def test_bit_packed_frames_start_at_bit_zero(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    # 3 x 3 pixels of 1 bit: 9 bits a frame, so frames 2 and 3 start inside a byte.
+    bits = "".join(random.Random(7).choice("01") for _ in range(27))
+    packed = int(bits[::-1], 2).to_bytes(4, "little")  # pixel 0 in the lowest bit
+    ds = image("1.2.826.0.1.3.1.1", rows=3, columns=3, frames=3, bits=1, data=packed)
+    result = await ingest(instances, part10(ds))
+    parts = multipart(
+        await client.get(f"{instance_path(result)}/frames/1,2,3"), "application/octet-stream"
+    )
+    for n, (_, body) in enumerate(parts):
+        frame_bits = bits[9 * n : 9 * n + 9]
+        assert body == int(frame_bits[::-1], 2).to_bytes(2, "little")
+
+
+@pytest.mark.parametrize(
+    ("big", "little"),
+    [("rtdose_expb.dcm", "rtdose.dcm"), ("MR_small_bigendian.dcm", "MR_small.dcm")],
+)
+@TOLERATE_ODD_VALUES
+async def test_big_endian_frames_are_little_endian(
+    client: httpx.AsyncClient, instances: Instances, big: str, little: str
+) -> None:
+    expected = pydicom.dcmread(data_file(little))
+    frames = int(expected.get("NumberOfFrames", 1))
+    size = len(expected.PixelData) // frames
+    result = await ingest(instances, data_file(big).read_bytes())
+    numbers = ",".join(str(n) for n in range(1, frames + 1))
+    parts = multipart(
+        await client.get(f"{instance_path(result)}/frames/{numbers}"), "application/octet-stream"
+    )
+    assert [body for _, body in parts] == [
+        expected.PixelData[n * size : (n + 1) * size] for n in range(frames)
+    ]
+
+
+async def test_frames_of_a_large_instance_are_read_by_range(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    ds = image("1.2.826.0.1.3.1.1", rows=128, columns=128, frames=8, samples=3, bits=8)
+    result = await ingest(instances, part10(ds))
+    size = 128 * 128 * 3
+    response = await client.get(
+        f"{instance_path(result)}/frames/8", headers={"accept": "application/octet-stream"}
+    )
+    assert response.content == ds.PixelData[7 * size : 8 * size]
+
+
+# --- rendered -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/rendered", "/frames/1/rendered"])
+@pytest.mark.parametrize("accept", [None, "image/jpeg", "image/png", "*/*"])
+async def test_rendered_is_406_until_rendering_exists(
+    client: httpx.AsyncClient, instances: Instances, suffix: str, accept: str | None
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
+    headers = {} if accept is None else {"accept": accept}
+    message = not_acceptable(await client.get(instance_path(result) + suffix, headers=headers))
+    assert "rendered images (image/jpeg, image/png) are not available yet" in message
+
+
+async def test_rendered_frame_out_of_range_is_400(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1", frames=3)))
+    error(await client.get(f"{instance_path(result)}/frames/9/rendered"), 400, "INVALID_ARGUMENT")
