@@ -157,7 +157,8 @@ class NewInstance:
     """What the catalog records of an instance being stored (PS3.3 C.12.1, C.7.2.1, C.7.3.1).
 
     `study_attributes` and `series_attributes` are DICOM JSON objects of the attributes at those
-    levels; `metadata` is the instance's DICOM JSON without bulk data.
+    levels; `metadata` is the instance's DICOM JSON without bulk data; `attributes` are the
+    search index values by keyword (`dicomstore.dicom.header.InstanceHeader.attributes`).
     """
 
     study_uid: str
@@ -169,6 +170,7 @@ class NewInstance:
     study_attributes: Mapping[str, Any] = field(default_factory=dict)
     series_attributes: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
