@@ -40,10 +40,6 @@ TEST_FILES = sorted((PYDICOM_DATA / "test_files").glob("*.dcm"))
 JSON = "application/json; charset=utf-8"
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
 MULTIPART_OCTET = 'multipart/related; type="application/octet-stream"'
-# pydicom warns about the odd values some of its own test files hold; the server takes them (a
-# warning is not an error outside the test suite), so these tests do too.
-TOLERATE_ODD_VALUES = pytest.mark.filterwarnings("ignore:Invalid value for VR")
-TOLERATE_VR_MISMATCH = pytest.mark.filterwarnings("ignore:Expected explicit VR")
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
@@ -208,8 +204,6 @@ async def test_series_and_instance_return_their_own_instances(
 
 
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
-@TOLERATE_ODD_VALUES
-@TOLERATE_VR_MISMATCH
 async def test_every_stored_pydicom_file_comes_back_byte_identical(
     client: httpx.AsyncClient, instances: Instances, path: Path
 ) -> None:
@@ -598,7 +592,6 @@ async def test_big_endian_bulkdata_is_returned_little_endian(
         ("SC_rgb_small_odd_big_endian.dcm", "SC_rgb_small_odd.dcm"),
     ],
 )
-@TOLERATE_ODD_VALUES
 async def test_big_endian_pixel_data_of_pydicom_files_matches_the_little_endian_twin(
     client: httpx.AsyncClient, instances: Instances, big: str, little: str
 ) -> None:
@@ -774,7 +767,6 @@ async def test_bit_packed_frames_start_at_bit_zero(
     ("big", "little"),
     [("rtdose_expb.dcm", "rtdose.dcm"), ("MR_small_bigendian.dcm", "MR_small.dcm")],
 )
-@TOLERATE_ODD_VALUES
 async def test_big_endian_frames_are_little_endian(
     client: httpx.AsyncClient, instances: Instances, big: str, little: str
 ) -> None:

@@ -31,7 +31,6 @@ from dicomstore.dicom.uids import is_valid_uid
 
 # pydicom warns (UserWarning) about invalid values it still reads; production ignores those
 # warnings, so these tests do too, instead of turning them into errors.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.mark.parametrize(

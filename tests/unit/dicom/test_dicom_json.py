@@ -22,8 +22,6 @@ from dicomstore.dicom.dicomjson import (
 )
 from dicomstore.dicom.header import DEFER_SIZE, read_header
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def uri(path: str) -> str:
     return f"bulk/{path}"
