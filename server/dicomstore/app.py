@@ -35,6 +35,7 @@ from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.policy import POLICIES
 from dicomstore.core.recovery import recover
+from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
 from dicomstore.logs import AccessLog
 
@@ -124,6 +125,7 @@ class App:
         self.http_port = sock.getsockname()[1]
         dicomweb = DicomWebContext(
             instances=instances,
+            search=Search(self.catalog),
             stores=stores,
             policy=POLICIES[settings.dicomweb_mode],
             max_instance_bytes=settings.max_instance_bytes,

@@ -1,16 +1,22 @@
 """DICOMweb (PS3.18) under `.../dicomStores/S/dicomWeb/`: dedicated handlers over the core.
 
-Each module contributes its routes: `stow` (STOW-RS), `wado` (WADO-RS retrieve, metadata,
-frames, bulk data) and `delete`. Mode differences come from `context.policy` only.
+Each module contributes its routes: `stow` (STOW-RS), `qido` (QIDO-RS search), `wado`
+(WADO-RS retrieve, metadata, frames, bulk data) and `delete`. Mode differences come from
+`context.policy` only.
 """
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from dicomstore.api.rest.dicomweb import delete, stow, wado
+from dicomstore.api.rest.dicomweb import delete, qido, stow, wado
 from dicomstore.api.rest.dicomweb.context import DicomWebContext
 
 
 def dicomweb_routes(context: DicomWebContext) -> list[BaseRoute]:
-    return [*stow.routes(context), *wado.routes(context), *delete.routes(context)]
+    return [
+        *stow.routes(context),
+        *qido.routes(context),
+        *wado.routes(context),
+        *delete.routes(context),
+    ]

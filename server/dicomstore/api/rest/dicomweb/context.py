@@ -10,6 +10,7 @@ from starlette.requests import Request
 from dicomstore.core.instances import Instances
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
 from dicomstore.core.policy import DicomWebPolicy
+from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
 
 # The store part of every DICOMweb path; Starlette path parameters are one segment each.
@@ -21,6 +22,7 @@ STORE_PATH = (
 @dataclass(frozen=True)
 class DicomWebContext:
     instances: Instances
+    search: Search
     stores: DicomStores
     policy: DicomWebPolicy
     max_instance_bytes: int
