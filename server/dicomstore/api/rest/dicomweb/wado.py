@@ -57,7 +57,7 @@ from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
 from dicomstore.core.errors import FailedPrecondition, NotFound, invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
-from dicomstore.dicom.accept import MediaRange, matches, parse_accept
+from dicomstore.dicom.accept import MediaRange, best_offer, matches, parse_accept
 from dicomstore.dicom.dicomjson import EncapsulatedPixelData, iter_tag_paths
 from dicomstore.dicom.frames import (
     NATIVE_TRANSFER_SYNTAXES,
@@ -135,20 +135,9 @@ def negotiate(
     ranges: Sequence[MediaRange], offers: Sequence[Offer], default_syntax: DefaultSyntax
 ) -> Offer | None:
     """The offer the Accept ranges prefer (RFC 9110 12.5.1), None when none is acceptable."""
-    best: tuple[float, Offer] | None = None
-    for offer in offers:
-        ranked = [
-            (score, media_range.q)
-            for media_range in ranges
-            if (score := _specificity(media_range, offer, default_syntax)) >= 0
-        ]
-        if not ranked:
-            continue
-        top = max(score for score, _ in ranked)
-        q = max(q for score, q in ranked if score == top)
-        if q > 0 and (best is None or q > best[0]):
-            best = (q, offer)
-    return None if best is None else best[1]
+    return best_offer(
+        ranges, offers, lambda media_range, offer: _specificity(media_range, offer, default_syntax)
+    )
 
 
 def _accept_ranges(request: Request) -> list[MediaRange]:
