@@ -22,7 +22,7 @@ from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
 from dicomstore.blobs.local import LocalBlobStore
-from dicomstore.catalog import sqlite as sqlite_catalog
+from dicomstore.catalog import sqlite_search
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.instances import Instances
@@ -293,7 +293,7 @@ STUDIES = {
 def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both SQLite plans: read a condition's matches from the index, or test rows in order."""
     driving = request.param == "index-driven"
-    monkeypatch.setattr(sqlite_catalog, "_drive", lambda *_: driving)
+    monkeypatch.setattr(sqlite_search, "_drive", lambda *_: driving)
     return str(request.param)
 
 

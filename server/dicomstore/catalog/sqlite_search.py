@@ -1,0 +1,327 @@
+"""QIDO-RS search over the SQLite catalog's index (`instance_attributes`, `person_name_tokens`).
+
+A mixin of `SqliteCatalog`: it uses the catalog's reader helpers and store lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiosqlite
+
+from dicomstore.core.model import NewInstance
+from dicomstore.core.names import DicomStoreName
+from dicomstore.dicom import qido
+from dicomstore.dicom.qido import Condition, Level, Match, MatchKind, Query
+
+
+class SqliteSearch:
+    """`Catalog.search` and the index writes `begin_instance` makes."""
+
+    _one: Callable[[str, Sequence[Any]], Awaitable[sqlite3.Row | None]]
+    _all: Callable[[str, Sequence[Any]], Awaitable[list[sqlite3.Row]]]
+    dicom_store_key: Callable[[DicomStoreName], Awaitable[int]]
+
+    async def _index_instance(
+        self, db: aiosqlite.Connection, instance_key: int, instance: NewInstance
+    ) -> None:
+        """Write the instance's search index rows (in `begin_instance`'s transaction)."""
+        await db.executemany(
+            "INSERT INTO instance_attributes (instance_key, keyword, value) VALUES (?, ?, ?)",
+            [(instance_key, k, v) for k, v in qido.index_entries(instance.attributes)],
+        )
+        await db.executemany(
+            "INSERT INTO person_name_tokens (instance_key, keyword, token) VALUES (?, ?, ?)",
+            [(instance_key, k, t) for k, t in qido.token_entries(instance.attributes)],
+        )
+
+    async def search(self, store: DicomStoreName, query: Query) -> Sequence[Match]:
+        store_key = await self.dicom_store_key(store)
+        driver = await self._driving_condition(query)
+        probes = [c for c in query.conditions if c is not driver]
+        if query.level is Level.STUDIES:
+            return await self._search_studies(store_key, query, driver, probes)
+        if query.level is Level.SERIES:
+            return await self._search_series(store_key, query, driver, probes)
+        return await self._search_instances(store_key, query, driver, probes)
+
+    async def _driving_condition(self, query: Query) -> Condition | None:
+        """The condition to read matches from, or None to walk rows in order and test each.
+
+        Each condition's matching instances are counted from the index, up to `_count_cap`,
+        and the two plans costed by `_drive`. When the path names the study or series, its
+        few rows are walked.
+        """
+        if not query.conditions or query.study_uid is not None or query.series_uid is not None:
+            return None
+        total = int((await self._one("SELECT MAX(id) FROM instances", ()) or [0])[0] or 0)
+        cap = _count_cap(total, query.limit + query.offset)
+        counts, params = [], []
+        for condition in query.conditions:
+            sql, values = _hits(condition)
+            counts.append(f"(SELECT COUNT(*) FROM ({sql} LIMIT {cap}))")
+            params += values
+        row = await self._one(f"SELECT {', '.join(counts)}", params)
+        assert row is not None
+        hits = [int(row[n]) for n in range(len(query.conditions))]
+        if not _drive(hits, total, query.limit + query.offset):
+            return None
+        return query.conditions[hits.index(min(hits))]
+
+    async def _search_studies(
+        self, store_key: int, query: Query, driver: Condition | None, probes: list[Condition]
+    ) -> list[Match]:
+        where, params = _probes(probes)
+        sql = "SELECT st.id, st.study_uid, st.attributes FROM studies st WHERE st.store_key = ?"
+        args: list[Any] = [store_key]
+        if query.study_uid is not None:
+            sql += " AND st.study_uid = ?"
+            args.append(query.study_uid)
+        if driver is not None:
+            hits, hit_params = _hits(driver)
+            sql += (
+                " AND st.id IN (SELECT se.study_key FROM instances i JOIN series se"
+                f" ON se.id = i.series_key WHERE i.id IN ({hits}) AND i.state = 1{where})"
+            )
+            args += [*hit_params, *params]
+        else:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM series se JOIN instances i ON i.series_key = se.id"
+                f" WHERE se.study_key = st.id AND i.state = 1{where})"
+            )
+            args += params
+        rows = await self._all(sql + " ORDER BY st.id LIMIT ? OFFSET ?", [*args, *_page(query)])
+        if not rows:
+            return []
+        keys = [int(r["id"]) for r in rows]
+        series = await self._all(
+            "SELECT se.study_key, COUNT(*) AS instances,"
+            " json_extract(se.attributes, '$.\"00080060\".Value[0]') AS modality"
+            " FROM series se JOIN instances i ON i.series_key = se.id"
+            f" WHERE se.study_key IN ({_marks(keys)}) AND i.state = 1 GROUP BY se.id",
+            keys,
+        )
+        counts: dict[int, list[int]] = {key: [0, 0] for key in keys}
+        modalities: dict[int, set[str]] = {key: set() for key in keys}
+        for r in series:
+            counts[r["study_key"]][0] += 1
+            counts[r["study_key"]][1] += int(r["instances"])
+            if r["modality"]:
+                modalities[r["study_key"]].add(str(r["modality"]))
+        return [
+            Match(
+                study_uid=r["study_uid"],
+                study_attributes=json.loads(r["attributes"]),
+                series_count=counts[r["id"]][0],
+                instance_count=counts[r["id"]][1],
+                modalities=tuple(sorted(modalities[r["id"]])),
+            )
+            for r in rows
+        ]
+
+    async def _search_series(
+        self, store_key: int, query: Query, driver: Condition | None, probes: list[Condition]
+    ) -> list[Match]:
+        where, params = _probes(probes)
+        # CROSS JOIN fixes the outer loop: the study when the path names it, else the series in
+        # key order, so that an unfiltered page stops after `limit` rows.
+        if query.study_uid is not None:
+            sql = (
+                " FROM studies st CROSS JOIN series se ON se.study_key = st.id"
+                " WHERE st.store_key = ? AND st.study_uid = ?"
+            )
+            args: list[Any] = [store_key, query.study_uid]
+        else:
+            sql = (
+                " FROM series se CROSS JOIN studies st ON st.id = se.study_key"
+                " WHERE st.store_key = ?"
+            )
+            args = [store_key]
+        if query.series_uid is not None:
+            sql += " AND se.series_uid = ?"
+            args.append(query.series_uid)
+        if driver is not None:
+            hits, hit_params = _hits(driver)
+            sql += (
+                " AND se.id IN (SELECT i.series_key FROM instances i"
+                f" WHERE i.id IN ({hits}) AND i.state = 1{where})"
+            )
+            args += [*hit_params, *params]
+        else:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM instances i"
+                f" WHERE i.series_key = se.id AND i.state = 1{where})"
+            )
+            args += params
+        rows = await self._all(
+            "SELECT se.id, se.series_uid, se.attributes, st.study_uid,"
+            f" st.attributes AS study_attributes{sql} ORDER BY se.id LIMIT ? OFFSET ?",
+            [*args, *_page(query)],
+        )
+        if not rows:
+            return []
+        keys = [int(r["id"]) for r in rows]
+        counted = await self._all(
+            "SELECT series_key, COUNT(*) AS instances FROM instances"
+            f" WHERE series_key IN ({_marks(keys)}) AND state = 1 GROUP BY series_key",
+            keys,
+        )
+        counts = {int(r["series_key"]): int(r["instances"]) for r in counted}
+        return [
+            Match(
+                study_uid=r["study_uid"],
+                series_uid=r["series_uid"],
+                study_attributes=json.loads(r["study_attributes"]),
+                series_attributes=json.loads(r["attributes"]),
+                instance_count=counts.get(int(r["id"]), 0),
+            )
+            for r in rows
+        ]
+
+    async def _search_instances(
+        self, store_key: int, query: Query, driver: Condition | None, probes: list[Condition]
+    ) -> list[Match]:
+        where, params = _probes(probes)
+        # As for series; `+i.state` keeps the planner off instances_by_store when the path
+        # names the study (its series' instances are few, the store's many).
+        if query.study_uid is not None:
+            sql = (
+                " FROM studies st CROSS JOIN series se ON se.study_key = st.id"
+                " CROSS JOIN instances i ON i.series_key = se.id"
+                " WHERE st.store_key = ? AND st.study_uid = ? AND +i.state = 1"
+            )
+            args: list[Any] = [store_key, query.study_uid]
+        else:
+            sql = (
+                " FROM instances i CROSS JOIN series se ON se.id = i.series_key"
+                " CROSS JOIN studies st ON st.id = se.study_key"
+                " WHERE i.store_key = ? AND i.state = 1"
+            )
+            args = [store_key]
+        if query.series_uid is not None:
+            sql += " AND se.series_uid = ?"
+            args.append(query.series_uid)
+        if driver is not None:
+            hits, hit_params = _hits(driver)
+            sql += f" AND i.id IN ({hits})"
+            args += hit_params
+        metadata, picked = "i.metadata", []
+        if query.attributes is not None and len(query.attributes) <= _MAX_PICKED:
+            # SQLite reads the few attributes shown; decoding whole instances costs far more.
+            pairs = ", ".join("?, json_extract(i.metadata, ?)" for _ in query.attributes)
+            metadata = f"json_object({pairs})"
+            picked = [p for tag in query.attributes for p in (tag, f'$."{tag}"')]
+        rows = await self._all(
+            f"SELECT i.sop_uid, {metadata} AS metadata, se.series_uid, st.study_uid{sql}{where}"
+            " ORDER BY i.id LIMIT ? OFFSET ?",
+            [*picked, *args, *params, *_page(query)],
+        )
+        # Parsing a page of DICOM JSON (up to 50,000 instances) stays off the event loop.
+        return await asyncio.to_thread(_instance_matches, rows)
+
+
+# Search helpers: SQL text from `dicomstore.dicom.qido` conditions. A condition's rows live in
+# `instance_attributes` (one per value) or `person_name_tokens` (fuzzy Person Names).
+
+#: What testing one walked row costs against reading one match from the index (measured in
+#: SQLite steps: a row joins its series and instances and probes the index for each).
+_WALK_COST = 8
+#: Attributes read one by one at most: json_object takes at most 127 arguments by default.
+_MAX_PICKED = 60
+
+
+def _branches(condition: Condition) -> tuple[str, list[tuple[str, list[Any]]]]:
+    """The index table of `condition` and its alternatives (WHERE text, parameters)."""
+    if condition.kind is MatchKind.TOKENS:
+        tokens = [("token >= ? AND token < ?", [*qido.prefix_bounds(t)]) for t in condition.values]
+        return "person_name_tokens", [
+            (f"keyword = ? AND {w}", [condition.keyword, *p]) for w, p in tokens
+        ]
+    values = list(condition.values)
+    if condition.kind is MatchKind.EXACT:
+        where = "value = ?"
+    elif condition.kind is MatchKind.ANY_OF:
+        where = f"value IN ({_marks(values)})"
+    elif condition.kind is MatchKind.RANGE:
+        low, high = values
+        bounds = [("value >= ?", low), ("value <= ?", high)]
+        where = " AND ".join(text for text, bound in bounds if bound)
+        values = [bound for _, bound in bounds if bound]
+    else:
+        # GLOB alone would scan the keyword's rows; the literal prefix bounds the range read.
+        (pattern,) = values
+        prefix = qido.wildcard_prefix(pattern)
+        where, values = "value GLOB ?", [qido.glob_pattern(pattern)]
+        if prefix:
+            where = "value >= ? AND value < ? AND " + where
+            values = [*qido.prefix_bounds(prefix), *values]
+    return "instance_attributes", [(f"keyword = ? AND {where}", [condition.keyword, *values])]
+
+
+def _count_cap(total: int, wanted: int) -> int:
+    """How far to count a condition's matches to choose a plan.
+
+    A condition matching `h` of `total` instances is worth driving alone when
+    `h < _WALK_COST * wanted * total / h`, that is below `sqrt(_WALK_COST * wanted * total)`
+    (about 9,000 at 100,000 instances and pages of 100): a count past that point changes no
+    decision, so choosing a plan reads far fewer index entries than the store holds.
+    """
+    return math.isqrt(_WALK_COST * wanted * max(total, 1)) + 1
+
+
+def _drive(hits: Sequence[int], total: int, wanted: int) -> bool:
+    """Whether reading the rarest condition's `hits` beats walking rows in order.
+
+    Driving reads every match of the rarest condition. Walking tests rows until `wanted`
+    (limit + offset) match, about `wanted / p` of them where `p` is the share of the `total`
+    instances that match every condition (taken as independent). A capped count only
+    understates a share, which favours driving, the plan with a known bound.
+    """
+    share = 1.0
+    for count in hits:
+        share *= count / max(total, 1)
+    return share == 0 or min(hits) < _WALK_COST * wanted / share
+
+
+def _hits(condition: Condition) -> tuple[str, list[Any]]:
+    """SQL selecting the keys of the instances (any state) that satisfy `condition`."""
+    table, branches = _branches(condition)
+    sql = " UNION ".join(f"SELECT instance_key FROM {table} WHERE {w}" for w, _ in branches)
+    return sql, [p for _, params in branches for p in params]
+
+
+def _probes(conditions: Sequence[Condition]) -> tuple[str, list[Any]]:
+    """SQL text (`AND EXISTS ...` per condition) testing the instance `i` against each."""
+    sql, params = "", []
+    for condition in conditions:
+        table, branches = _branches(condition)
+        either = " OR ".join(f"({w})" for w, _ in branches)
+        sql += f" AND EXISTS (SELECT 1 FROM {table} WHERE instance_key = i.id AND ({either}))"
+        params += [p for _, values in branches for p in values]
+    return sql, params
+
+
+def _page(query: Query) -> list[int]:
+    return [query.limit, query.offset]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _instance_matches(rows: Sequence[sqlite3.Row]) -> list[Match]:
+    return [
+        Match(
+            study_uid=r["study_uid"],
+            series_uid=r["series_uid"],
+            sop_uid=r["sop_uid"],
+            # json_object gives null for an attribute the instance does not have.
+            metadata={t: e for t, e in json.loads(r["metadata"]).items() if e is not None},
+        )
+        for r in rows
+    ]
