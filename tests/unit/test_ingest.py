@@ -119,3 +119,30 @@ async def test_failed_blob_write_leaves_nothing_visible(
         assert (
             await Instances(catalog, LocalBlobStore(blob_root), operations).ingest(STORE, source)
         ).stored
+
+
+async def test_uncommitted_instances_appear_together_on_commit(
+    instances: Instances, catalog: SqliteCatalog
+) -> None:
+    paths = [data_file("CT_small.dcm"), data_file("MR_small.dcm")]
+    results = []
+    for path in paths:
+        with path.open("rb") as source:
+            results.append(await instances.ingest(STORE, source, commit=False))
+    assert all(r.stored and r.pending for r in results)
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 0
+    await instances.commit(results)
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 2
+
+
+async def test_abandoned_instances_leave_no_row_and_no_blob(
+    instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
+) -> None:
+    with data_file("CT_small.dcm").open("rb") as source:
+        result = await instances.ingest(STORE, source, commit=False)
+    assert result.pending is not None
+    await instances.abandon([result])
+    assert await catalog.recover_instances() == []
+    assert await blobs.instance_keys(result.pending[0].store_key) == set()
+    with data_file("CT_small.dcm").open("rb") as source:
+        assert (await instances.ingest(STORE, source)).stored

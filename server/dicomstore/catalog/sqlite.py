@@ -373,10 +373,13 @@ class SqliteCatalog(SqliteSearch):
         return InstanceKey(store_key, cursor.lastrowid)
 
     async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
+        await self.commit_instances([(key, blob_size)])
+
+    async def commit_instances(self, items: Sequence[tuple[InstanceKey, int]]) -> None:
         async with self._transaction() as db:
-            await db.execute(
+            await db.executemany(
                 "UPDATE instances SET state = 1, blob_size = ? WHERE id = ?",
-                (blob_size, key.instance_key),
+                [(size, key.instance_key) for key, size in items],
             )
 
     async def _forget(self, db: aiosqlite.Connection, instance_key: int) -> None:

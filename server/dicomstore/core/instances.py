@@ -14,6 +14,7 @@ Store metrics follow every change because they are computed from the catalog.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ class Ingested:
     failure: int | None = None
     """A Failure Reason (0008,1197) code when the instance was not stored."""
     detail: str = ""
+    pending: tuple[InstanceKey, int] | None = None
+    """Key and blob size of an instance written but not yet visible (`commit=False`)."""
 
     @property
     def stored(self) -> bool:
@@ -102,12 +105,19 @@ class Instances:
         operations.register(DELETE_JOB, self._run_delete)
 
     async def ingest(
-        self, store: DicomStoreName, source: BinaryIO, *, study_uid: str | None = None
+        self,
+        store: DicomStoreName,
+        source: BinaryIO,
+        *,
+        study_uid: str | None = None,
+        commit: bool = True,
     ) -> Ingested:
         """Store one Part 10 instance read from the seekable `source`.
 
         `study_uid` is the `studies/{study}` of a STOW-RS request: an instance of another study
-        fails. Raises NotFound only when the store itself is missing.
+        fails. With `commit=False` the instance is durable but invisible until `commit` (or gone
+        after `abandon`, or after a crash): a request's instances then appear together, when it
+        is acknowledged. Raises NotFound only when the store itself is missing.
         """
         try:
             header = await asyncio.to_thread(read_header, source)
@@ -133,11 +143,26 @@ class Instances:
         try:
             await asyncio.to_thread(source.seek, 0)
             size = await self._blobs.write(key.store_key, key.instance_key, source)
-            await self._catalog.commit_instance(key, size)
+            if commit:
+                await self._catalog.commit_instance(key, size)
         except BaseException:
             await asyncio.shield(self._forget(key))
             raise
+        if not commit:
+            return dataclasses.replace(result, pending=(key, size))
         return result
+
+    async def commit(self, results: Sequence[Ingested]) -> None:
+        """Make the pending instances of `results` visible, all in one transaction."""
+        pending = [r.pending for r in results if r.pending is not None]
+        if pending:
+            await self._catalog.commit_instances(pending)
+
+    async def abandon(self, results: Sequence[Ingested]) -> None:
+        """Forget the pending instances of `results` (their request failed)."""
+        for result in results:
+            if result.pending is not None:
+                await self._forget(result.pending[0])
 
     async def _forget(self, key: InstanceKey) -> None:
         await self._catalog.abort_instance(key)

@@ -100,6 +100,9 @@ class Catalog(Protocol):
     async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
         """Make the instance visible (its blob is durable); update study and series attributes."""
 
+    async def commit_instances(self, items: Sequence[tuple[InstanceKey, int]]) -> None:
+        """Make several instances visible at once (one transaction): (key, blob size) pairs."""
+
     async def abort_instance(self, key: InstanceKey) -> None:
         """Forget an instance that was begun but not committed."""
 

@@ -18,10 +18,10 @@ Streaming: the body is read as it arrives and parsed by `MultipartReader`, whose
 disk past `SPOOL_THRESHOLD`; each instance is ingested (`Instances.ingest`, the one ingest path)
 as soon as its part is complete, so memory is bounded by configuration, not by the body. A part
 larger than `--max-instance-bytes` is 413, a malformed body 400, an empty body or one without
-any instance 400: request-level errors with Google's JSON error body, and nothing of the part
-at fault is stored. Instances of the same request completed before such an error stay stored
-(each is committed on its own as soon as it is complete; a retry reports them as duplicates),
-and the error message says how many there were.
+any instance 400: request-level errors with Google's JSON error body. Each instance is written
+durably as soon as its part is complete but stays invisible; the request's instances become
+visible together, in one catalog transaction, just before the response is sent. A request that
+fails (or a crash, or a client that goes away) leaves none of its instances behind.
 
 Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
 with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
@@ -176,16 +176,13 @@ class _Stow:
                 await batch.read_single(request.stream())
             else:
                 await batch.read_multipart(request.stream())
-        except ClientDisconnect as exc:
-            raise HTTPException(499, "the client closed the connection during the upload") from exc
-        except HTTPException as exc:
-            stored = sum(result.stored for result in batch.results)
-            if stored:
-                detail = (
-                    f"{exc.detail}; {stored} instance(s) of this request were stored before"
-                    " the error and stay stored"
-                )
-                raise HTTPException(exc.status_code, detail) from exc
+            await context.instances.commit(batch.results)
+        except BaseException as exc:
+            await asyncio.shield(context.instances.abandon(batch.results))
+            if isinstance(exc, ClientDisconnect):
+                raise HTTPException(
+                    499, "the client closed the connection during the upload"
+                ) from exc
             raise
         finally:
             batch.close()
@@ -384,7 +381,9 @@ class _Upload:
             await self._complete(await asyncio.to_thread(self._json.add_bulk, part, content_type))
 
     async def _ingest(self, source: BinaryIO) -> None:
-        result = await self._context.instances.ingest(self._store, source, study_uid=self._study)
+        result = await self._context.instances.ingest(
+            self._store, source, study_uid=self._study, commit=False
+        )
         self.results.append(result)
 
     def _fail(self, failed: FailedInstance) -> None:
