@@ -1,7 +1,8 @@
-"""The instance part of the Catalog port: two-phase creation, uniqueness, recovery, metrics."""
+"""The instance part of the Catalog port: keys, visibility, uniqueness, recovery, metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -35,20 +36,53 @@ async def stores(catalog: Catalog) -> Catalog:
     return catalog
 
 
-async def stored(catalog: Catalog, new: NewInstance, size: int = 100) -> InstanceKey:
-    key = await catalog.begin_instance(STORE, new)
-    await catalog.commit_instance(key, size)
+async def added(
+    catalog: Catalog, new: NewInstance, size: int = 100, *, visible: bool = True
+) -> InstanceKey:
+    key = await catalog.reserve_instance_key(STORE)
+    await catalog.add_instance(key, new, size, visible=visible)
     return key
 
 
-async def test_begun_instance_is_invisible_until_committed(stores: Catalog) -> None:
-    key = await stores.begin_instance(STORE, instance())
-    assert (await stores.dicom_store_metrics(STORE)).instance_count == 0
-    await stores.commit_instance(key, 1234)
+async def test_reserved_keys_are_new_and_of_the_store(stores: Catalog) -> None:
+    first = await stores.reserve_instance_key(STORE)
+    second = await stores.reserve_instance_key(OTHER_STORE)
+    assert first.store_key == await stores.dicom_store_key(STORE)
+    assert second.store_key == await stores.dicom_store_key(OTHER_STORE)
+    assert first.instance_key != second.instance_key
+    added_key = await added(stores, instance())
+    assert added_key.instance_key not in (first.instance_key, second.instance_key)
+
+
+async def test_reserve_in_missing_store_is_not_found(stores: Catalog) -> None:
+    with pytest.raises(NotFound):
+        await stores.reserve_instance_key(DicomStoreName(DATASET, "missing"))
+
+
+async def test_add_to_store_deleted_after_reserving_is_not_found(stores: Catalog) -> None:
+    key = await stores.reserve_instance_key(STORE)
+    await stores.delete_dicom_store(STORE)
+    with pytest.raises(NotFound):
+        await stores.add_instance(key, instance(), 1, visible=True)
+    assert await stores.instance_keys(key.store_key) == set()
+
+
+async def test_added_instance_counts_in_metrics(stores: Catalog) -> None:
+    await added(stores, instance(), 1234)
     metrics = await stores.dicom_store_metrics(STORE)
     assert (metrics.study_count, metrics.series_count, metrics.instance_count) == (1, 1, 1)
     assert metrics.blob_storage_size_bytes == 1234
     assert metrics.structured_storage_size_bytes > 0
+
+
+async def test_invisible_instances_appear_together_when_committed(stores: Catalog) -> None:
+    keys = [await added(stores, instance(sop=f"1.2.3.{n}"), 10, visible=False) for n in (1, 2)]
+    assert (await stores.dicom_store_metrics(STORE)).instance_count == 0
+    assert await stores.find_instances(STORE, "1.2") == []
+    await stores.commit_instances(keys)
+    metrics = await stores.dicom_store_metrics(STORE)
+    assert (metrics.instance_count, metrics.blob_storage_size_bytes) == (2, 20)
+    assert [i.sop_uid for i in await stores.find_instances(STORE, "1.2")] == ["1.2.3.1", "1.2.3.2"]
 
 
 async def test_metrics_count_studies_series_and_instances(stores: Catalog) -> None:
@@ -58,39 +92,65 @@ async def test_metrics_count_studies_series_and_instances(stores: Catalog) -> No
         ("1.1", "1.1.2", "1.1.2.1"),
         ("2.1", "2.1.1", "2.1.1.1"),
     ]:
-        await stored(stores, instance(study, series, sop), size=10)
+        await added(stores, instance(study, series, sop), size=10)
     metrics = await stores.dicom_store_metrics(STORE)
     assert (metrics.study_count, metrics.series_count, metrics.instance_count) == (2, 3, 4)
     assert metrics.blob_storage_size_bytes == 40
     assert (await stores.dicom_store_metrics(OTHER_STORE)).instance_count == 0
 
 
-@pytest.mark.parametrize("committed", [True, False], ids=["committed", "being-stored"])
-async def test_same_three_uids_are_already_exists(stores: Catalog, committed: bool) -> None:
-    key = await stores.begin_instance(STORE, instance())
-    if committed:
-        await stores.commit_instance(key, 1)
+@pytest.mark.parametrize("visible", [True, False], ids=["visible", "being-stored"])
+async def test_same_three_uids_are_already_exists(stores: Catalog, visible: bool) -> None:
+    await added(stores, instance(), visible=visible)
+    key = await stores.reserve_instance_key(STORE)
     with pytest.raises(AlreadyExists):
-        await stores.begin_instance(STORE, instance())
+        await stores.add_instance(key, instance(), 1, visible=True)
+    assert len(await stores.instance_keys(key.store_key)) == 1
+
+
+async def test_concurrent_adds_of_same_uids_store_exactly_one(stores: Catalog) -> None:
+    keys = [await stores.reserve_instance_key(STORE) for _ in range(8)]
+    outcomes = await asyncio.gather(
+        *(stores.add_instance(key, instance(), 1, visible=True) for key in keys),
+        return_exceptions=True,
+    )
+    assert sum(outcome is None for outcome in outcomes) == 1
+    assert all(isinstance(o, AlreadyExists) for o in outcomes if o is not None)
+    assert (await stores.dicom_store_metrics(STORE)).instance_count == 1
+
+
+async def test_concurrent_adds_are_all_stored(stores: Catalog) -> None:
+    news = [instance(f"1.{n % 3}", f"1.{n % 3}.{n % 2}", f"1.{n}.9") for n in range(50)]
+    keys = [await stores.reserve_instance_key(STORE) for _ in news]
+    adds = (stores.add_instance(k, n, 1, visible=True) for k, n in zip(keys, news, strict=True))
+    await asyncio.gather(*adds)
+    assert await stores.instance_keys(keys[0].store_key) == {k.instance_key for k in keys}
+    metrics = await stores.dicom_store_metrics(STORE)
+    assert (metrics.study_count, metrics.series_count, metrics.instance_count) == (3, 6, 50)
 
 
 async def test_same_sop_uid_in_another_series_or_store_is_allowed(stores: Catalog) -> None:
-    await stored(stores, instance())
-    await stored(stores, instance(series="1.2.9"))
-    await stores.begin_instance(OTHER_STORE, instance())
+    await added(stores, instance())
+    await added(stores, instance(series="1.2.9"))
+    key = await stores.reserve_instance_key(OTHER_STORE)
+    await stores.add_instance(key, instance(), 1, visible=True)
     assert (await stores.dicom_store_metrics(STORE)).instance_count == 2
+    assert (await stores.dicom_store_metrics(OTHER_STORE)).instance_count == 1
 
 
-async def test_abort_forgets_instance_and_its_empty_study(stores: Catalog) -> None:
-    key = await stores.begin_instance(STORE, instance())
+@pytest.mark.parametrize("visible", [True, False], ids=["visible", "invisible"])
+async def test_abort_forgets_instance_and_its_empty_study(stores: Catalog, visible: bool) -> None:
+    key = await added(stores, instance(), visible=visible)
     await stores.abort_instance(key)
-    await stored(stores, instance())
+    await stores.abort_instance(key)  # already gone: not an error
+    assert await stores.instance_keys(key.store_key) == set()
+    await added(stores, instance())
     assert (await stores.dicom_store_metrics(STORE)).study_count == 1
 
 
-async def test_recover_removes_uncommitted_and_returns_their_keys(stores: Catalog) -> None:
-    kept = await stored(stores, instance(sop="1.9"))
-    lost = await stores.begin_instance(STORE, instance(study="7.7", series="7.7.7", sop="7.7.7.7"))
+async def test_recover_removes_invisible_and_returns_their_keys(stores: Catalog) -> None:
+    kept = await added(stores, instance(sop="1.9"))
+    lost = await added(stores, instance("7.7", "7.7.7", "7.7.7.7"), visible=False)
     assert await stores.recover_instances() == [lost]
     assert await stores.instance_keys(kept.store_key) == {kept.instance_key}
     metrics = await stores.dicom_store_metrics(STORE)
@@ -98,23 +158,37 @@ async def test_recover_removes_uncommitted_and_returns_their_keys(stores: Catalo
     assert await stores.recover_instances() == []
 
 
-async def test_begin_in_missing_store_is_not_found(stores: Catalog) -> None:
-    with pytest.raises(NotFound):
-        await stores.begin_instance(DicomStoreName(DATASET, "missing"), instance())
-
-
 async def test_deleting_store_removes_its_instances(stores: Catalog) -> None:
-    key = await stored(stores, instance())
+    key = await added(stores, instance())
     await stores.delete_dicom_store(STORE)
     assert await stores.instance_keys(key.store_key) == set()
 
 
 async def test_instances_survive_reopen(stores: Catalog, reopen: Callable[[], Catalog]) -> None:
-    key = await stored(stores, instance())
+    key = await added(stores, instance())
     again = reopen()
     await again.open()
     try:
         assert await again.instance_keys(key.store_key) == {key.instance_key}
         assert (await again.dicom_store_metrics(STORE)).instance_count == 1
+    finally:
+        await again.close()
+
+
+async def test_keys_are_not_reused_after_reopen(
+    stores: Catalog, reopen: Callable[[], Catalog]
+) -> None:
+    first = await added(stores, instance())
+    await stores.delete_instance(first)
+    unused = await stores.reserve_instance_key(STORE)
+    await stores.close()
+    again = reopen()
+    await again.open()
+    try:
+        key = await again.reserve_instance_key(STORE)
+        assert key.instance_key > first.instance_key
+        await again.add_instance(key, instance(), 1, visible=True)
+        assert await again.instance_keys(key.store_key) == {key.instance_key}
+        assert unused.instance_key != first.instance_key
     finally:
         await again.close()

@@ -85,9 +85,11 @@ async def stores(catalog: Catalog) -> Catalog:
     return catalog
 
 
-async def stored(catalog: Catalog, new: NewInstance, store: DicomStoreName = STORE) -> InstanceKey:
-    key = await catalog.begin_instance(store, new)
-    await catalog.commit_instance(key, 100)
+async def stored(
+    catalog: Catalog, new: NewInstance, store: DicomStoreName = STORE, *, visible: bool = True
+) -> InstanceKey:
+    key = await catalog.reserve_instance_key(store)
+    await catalog.add_instance(key, new, 100, visible=visible)
     return key
 
 
@@ -189,7 +191,7 @@ async def test_search_pages_with_limit_and_offset(
 async def test_study_results_count_visible_series_instances_and_modalities(
     stores: Catalog, corpus: list[InstanceKey]
 ) -> None:
-    await stores.begin_instance(STORE, instance("1.1", "1.1.3", "1.1.3.1", modality="US"))
+    await stored(stores, instance("1.1", "1.1.3", "1.1.3.1", modality="US"), visible=False)
     first, *_ = await stores.search(STORE, Query(Level.STUDIES))
     assert (first.series_count, first.instance_count) == (2, 3)
     assert first.modalities == ("CT", "MR")
@@ -224,18 +226,18 @@ async def test_instance_results_carry_the_requested_metadata(
     assert "00280010" not in picked.metadata
 
 
-async def test_search_ignores_instances_not_yet_committed(stores: Catalog) -> None:
-    await stores.begin_instance(STORE, instance("4.1", "4.1.1", "4.1.1.1", patient_id="P4"))
+async def test_search_ignores_invisible_instances(stores: Catalog) -> None:
+    await stored(stores, instance("4.1", "4.1.1", "4.1.1.1", patient_id="P4"), visible=False)
     for level in Level:
         assert await found(stores, Query(level)) == []
         query = Query(level, conditions=(exact("PatientID", "P4"),))
         assert await found(stores, query) == []
 
 
-async def test_study_whose_matching_instance_is_not_committed_is_not_found(
+async def test_study_whose_matching_instance_is_invisible_is_not_found(
     stores: Catalog, corpus: list[InstanceKey]
 ) -> None:
-    await stores.begin_instance(STORE, instance("1.1", "1.1.1", "1.1.1.9", modality="US"))
+    await stored(stores, instance("1.1", "1.1.1", "1.1.1.9", modality="US"), visible=False)
     assert await found(stores, Query(Level.STUDIES, conditions=(exact("Modality", "US"),))) == []
 
 
@@ -243,7 +245,7 @@ async def test_deleted_and_aborted_instances_leave_the_index(
     stores: Catalog, corpus: list[InstanceKey]
 ) -> None:
     await stores.delete_instance(corpus[3])
-    aborted = await stores.begin_instance(STORE, instance("5.1", "5.1.1", "5.1.1.1"))
+    aborted = await stored(stores, instance("5.1", "5.1.1", "5.1.1.1"), visible=False)
     await stores.abort_instance(aborted)
     assert await found(stores, Query(Level.STUDIES, conditions=(exact("PatientID", "P2"),))) == []
     assert await found(stores, Query(Level.STUDIES)) == ["1.1", "3.1"]

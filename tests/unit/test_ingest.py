@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file
@@ -143,6 +143,44 @@ async def test_abandoned_instances_leave_no_row_and_no_blob(
     assert result.pending is not None
     await instances.abandon([result])
     assert await catalog.recover_instances() == []
-    assert await blobs.instance_keys(result.pending[0].store_key) == set()
+    assert await blobs.instance_keys(result.pending.store_key) == set()
     with data_file("CT_small.dcm").open("rb") as source:
         assert (await instances.ingest(STORE, source)).stored
+
+
+class SlowToAnswerCatalog(SqliteCatalog):
+    """Adds the row, then keeps its caller waiting: room to cancel an ingest after its commit."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.added = asyncio.Event()
+
+    async def add_instance(self, *args: Any, **kwargs: Any) -> None:
+        await super().add_instance(*args, **kwargs)
+        self.added.set()
+        await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["visible", "invisible"])
+async def test_ingest_cancelled_after_its_row_was_added_leaves_nothing(
+    tmp_path: Path, blobs: LocalBlobStore, commit: bool
+) -> None:
+    catalog = SlowToAnswerCatalog(tmp_path / "slow.sqlite3")
+    await catalog.open()
+    try:
+        await catalog.create_dataset(Dataset(DATASET))
+        await catalog.create_dicom_store(DicomStore(STORE))
+        operations = Operations(catalog, PageTokens(b"k" * 32), concurrency=1)
+        instances = Instances(catalog, blobs, operations)
+        payload = data_file("CT_small.dcm").read_bytes()
+        task = asyncio.ensure_future(instances.ingest(STORE, io.BytesIO(payload), commit=commit))
+        await catalog.added.wait()
+        store_key = await catalog.dicom_store_key(STORE)
+        assert len(await catalog.instance_keys(store_key)) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await catalog.instance_keys(store_key) == set()
+        assert await blobs.instance_keys(store_key) == set()
+    finally:
+        await catalog.close()

@@ -34,9 +34,9 @@ async def instances(
     await catalog.create_dicom_store(DicomStore(STORE))
     for study, series, sop in LAYOUT:
         new = NewInstance(study, series, sop, "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
-        key = await catalog.begin_instance(STORE, new)
+        key = await catalog.reserve_instance_key(STORE)
         await blobs.write(key.store_key, key.instance_key, io.BytesIO(sop.encode()))
-        await catalog.commit_instance(key, len(sop))
+        await catalog.add_instance(key, new, len(sop), visible=True)
     return Instances(catalog, blobs, operations)
 
 
@@ -103,8 +103,9 @@ async def test_study_being_deleted_takes_no_new_instance(
 ) -> None:
     await catalog.mark_deleting(STORE, "1.1")
     new = NewInstance("1.1", "1.1.9", "1.1.9.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2")
+    key = await catalog.reserve_instance_key(STORE)
     with pytest.raises(Aborted, match="being deleted"):
-        await catalog.begin_instance(STORE, new)
+        await catalog.add_instance(key, new, 1, visible=False)
 
 
 async def test_deleted_study_takes_instances_again_once_gone(
@@ -113,7 +114,7 @@ async def test_deleted_study_takes_instances_again_once_gone(
     await instances.start_delete(STORE, "1.1")
     await operations.idle()
     new = NewInstance("1.1", "1.1.1", "1.1.1.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2")
-    await catalog.commit_instance(await catalog.begin_instance(STORE, new), 1)
+    await catalog.add_instance(await catalog.reserve_instance_key(STORE), new, 1, visible=True)
     assert len(await instances.find(STORE, "1.1")) == 1
 
 

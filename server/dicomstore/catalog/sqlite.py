@@ -1,27 +1,32 @@
-"""The catalog on SQLite through aiosqlite: one writer connection, a few reader connections, WAL.
+"""The catalog on SQLite: one writer connection, a few reader connections, WAL.
 
-SQLite allows one writer at a time, so writes are serialised by an asyncio lock on the writer
-connection (each in one `BEGIN IMMEDIATE` transaction); readers run concurrently on their own
-connections and see only committed transactions (WAL snapshots). `synchronous=FULL`: a committed
-transaction survives a power cut, not only a process crash.
+SQLite allows one writer at a time. Writes are transactions run by `SqliteWriter` on its own
+thread, each a plain function of the connection (`_tx_*` below), committed in groups; readers
+are aiosqlite connections that run concurrently and see only committed transactions (WAL
+snapshots). `synchronous=FULL`: a committed transaction survives a power cut, not only a
+process crash.
+
+Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so that
+its blob can be written first: from a counter that starts above every key ever used
+(`sqlite_sequence` of the AUTOINCREMENT key), so keys are never reused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from dicomstore.catalog import records
 from dicomstore.catalog.sqlite_search import SqliteSearch
+from dicomstore.catalog.sqlite_writer import SqliteWriter
 from dicomstore.core.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from dicomstore.core.model import (
     Dataset,
@@ -34,6 +39,8 @@ from dicomstore.core.model import (
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 
+T = TypeVar("T")
+
 _NOW_MICROS = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 _PRAGMAS = (
@@ -42,6 +49,14 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=10000",
 )
+
+
+def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    db.row_factory = sqlite3.Row
+    for pragma in _PRAGMAS:
+        db.execute(pragma)
+    return db
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -59,12 +74,12 @@ class SqliteCatalog(SqliteSearch):
     def __init__(self, path: Path, *, readers: int = 2) -> None:
         self._path = path
         self._reader_count = readers
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: SqliteWriter | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
-        self._write_lock = asyncio.Lock()
+        self._last_instance_key = 0
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect_reader(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
         db.row_factory = aiosqlite.Row
         for pragma in _PRAGMAS:
@@ -73,20 +88,38 @@ class SqliteCatalog(SqliteSearch):
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._migrate(self._writer)
-        self._readers = [await self._connect() for _ in range(self._reader_count)]
+        connection = await asyncio.to_thread(self._open_writer)
+        self._writer = SqliteWriter(connection)
+        self._writer.start()
+        self._readers = [await self._connect_reader() for _ in range(self._reader_count)]
         self._next_reader = itertools.cycle(range(self._reader_count))
 
+    def _open_writer(self) -> sqlite3.Connection:
+        db = _connect(self._path, check_same_thread=False)
+        try:
+            self._migrate(db)
+            self._last_instance_key = int(
+                _scalar(
+                    db,
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence"
+                    " WHERE name = 'instances'), 0), COALESCE((SELECT MAX(id) FROM instances), 0))",
+                    (),
+                )
+            )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     async def close(self) -> None:
-        for db in [*self._readers, *([self._writer] if self._writer else [])]:
+        for db in self._readers:
             await db.close()
+        if self._writer is not None:
+            await self._writer.close()
         self._readers, self._writer = [], None
 
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        current = int(_scalar(db, "PRAGMA user_version", ()) or 0)
         known = _migrations()
         if known and current > known[-1][0]:
             raise FailedPrecondition(
@@ -97,25 +130,15 @@ class SqliteCatalog(SqliteSearch):
             if version <= current:
                 continue
             # executescript commits first; the script and the version bump go in one transaction.
-            await db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;"
-            )
+            db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;")
 
     @property
     def _reader(self) -> aiosqlite.Connection:
         return self._readers[next(self._next_reader)]
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         assert self._writer is not None, "catalog is not open"
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+        return await self._writer.run(job)
 
     # execute_fetchall is one trip to the connection's thread; execute + fetch + close are three.
 
@@ -126,36 +149,22 @@ class SqliteCatalog(SqliteSearch):
     async def _all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))
 
-    @staticmethod
-    async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
-        rows = list(await db.execute_fetchall(sql, params))
-        return rows[0][0] if rows else None
-
     async def setting(self, key: str, default: bytes) -> bytes:
-        async with self._transaction() as db:
-            await db.execute(
+        def tx(db: sqlite3.Connection) -> bytes:
+            db.execute(
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                 (key, default),
             )
-            value = await self._scalar(db, "SELECT value FROM settings WHERE key = ?", (key,))
-        return bytes(value)
+            return bytes(_scalar(db, "SELECT value FROM settings WHERE key = ?", (key,)))
+
+        return await self._write(tx)
 
     # Datasets
 
-    async def _dataset_key(self, db: aiosqlite.Connection, name: DatasetName) -> int:
-        key = await self._scalar(
-            db,
-            "SELECT id FROM datasets WHERE location = ? AND dataset_id = ?",
-            (str(name.location), name.dataset_id),
-        )
-        if key is None:
-            raise NotFound(f"dataset {name} not found", resource=str(name))
-        return int(key)
-
     async def create_dataset(self, dataset: Dataset) -> None:
-        async with self._transaction() as db:
+        def tx(db: sqlite3.Connection) -> None:
             try:
-                await db.execute(
+                db.execute(
                     "INSERT INTO datasets (location, dataset_id, time_zone, create_time)"
                     f" VALUES (?, ?, ?, {_NOW_MICROS})",
                     (str(dataset.name.location), dataset.name.dataset_id, dataset.time_zone),
@@ -164,6 +173,8 @@ class SqliteCatalog(SqliteSearch):
                 raise AlreadyExists(
                     f"dataset {dataset.name} already exists", resource=str(dataset.name)
                 ) from None
+
+        await self._write(tx)
 
     async def get_dataset(self, name: DatasetName) -> Dataset:
         row = await self._one(
@@ -185,41 +196,41 @@ class SqliteCatalog(SqliteSearch):
         return [Dataset(DatasetName(location, r["dataset_id"]), r["time_zone"]) for r in rows]
 
     async def update_dataset(self, dataset: Dataset) -> None:
-        async with self._transaction() as db:
-            key = await self._dataset_key(db, dataset.name)
-            await db.execute(
-                "UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key)
-            )
+        def tx(db: sqlite3.Connection) -> None:
+            key = _dataset_key(db, dataset.name)
+            db.execute("UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key))
+
+        await self._write(tx)
 
     async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
-        async with self._transaction() as db:
-            key = await self._dataset_key(db, name)
-            rows = await db.execute_fetchall(
-                "SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,)
-            )
+        def tx(db: sqlite3.Connection) -> list[int]:
+            key = _dataset_key(db, name)
+            rows = db.execute("SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,))
             store_keys = [int(r[0]) for r in rows]
-            await db.execute("DELETE FROM datasets WHERE id = ?", (key,))
-        return store_keys
+            db.execute("DELETE FROM datasets WHERE id = ?", (key,))
+            return store_keys
+
+        return await self._write(tx)
 
     # DICOM stores
 
     async def create_dicom_store(self, store: DicomStore) -> None:
-        async with self._transaction() as db:
-            key = await self._dataset_key(db, store.name.dataset)
+        config = records.store_config_json(store.config)
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = _dataset_key(db, store.name.dataset)
             try:
-                await db.execute(
+                db.execute(
                     "INSERT INTO dicom_stores (dataset_key, store_id, config, create_time)"
                     f" VALUES (?, ?, ?, {_NOW_MICROS})",
-                    (
-                        key,
-                        store.name.store_id,
-                        records.store_config_json(store.config),
-                    ),
+                    (key, store.name.store_id, config),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(
                     f"DICOM store {store.name} already exists", resource=str(store.name)
                 ) from None
+
+        await self._write(tx)
 
     _STORE_SELECT = (
         "SELECT s.id, s.store_id, s.config FROM dicom_stores s"
@@ -253,30 +264,22 @@ class SqliteCatalog(SqliteSearch):
             records.dicom_store(DicomStoreName(dataset, r["store_id"]), r["config"]) for r in rows
         ]
 
-    async def _store_key(self, db: aiosqlite.Connection, name: DicomStoreName) -> int:
-        key = await self._scalar(
-            db,
-            "SELECT s.id FROM dicom_stores s JOIN datasets d ON d.id = s.dataset_key"
-            " WHERE d.location = ? AND d.dataset_id = ? AND s.store_id = ?",
-            (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
-        )
-        if key is None:
-            raise NotFound(f"DICOM store {name} not found", resource=str(name))
-        return int(key)
-
     async def update_dicom_store(self, store: DicomStore) -> None:
-        async with self._transaction() as db:
-            key = await self._store_key(db, store.name)
-            await db.execute(
-                "UPDATE dicom_stores SET config = ? WHERE id = ?",
-                (records.store_config_json(store.config), key),
-            )
+        config = records.store_config_json(store.config)
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = _store_key(db, store.name)
+            db.execute("UPDATE dicom_stores SET config = ? WHERE id = ?", (config, key))
+
+        await self._write(tx)
 
     async def delete_dicom_store(self, name: DicomStoreName) -> int:
-        async with self._transaction() as db:
-            key = await self._store_key(db, name)
-            await db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
-        return key
+        def tx(db: sqlite3.Connection) -> int:
+            key = _store_key(db, name)
+            db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
+            return key
+
+        return await self._write(tx)
 
     async def dicom_store_keys(self) -> set[int]:
         return {int(r[0]) for r in await self._all("SELECT id FROM dicom_stores", ())}
@@ -304,54 +307,45 @@ class SqliteCatalog(SqliteSearch):
 
     # Instances
 
-    async def _claim(
-        self,
-        db: aiosqlite.Connection,
-        table: str,
-        parent: str,
-        parent_key: int,
-        uid: str,
-        what: str,
-    ) -> int:
-        """The key of the study or series `uid` under its parent, creating the row if needed."""
-        await db.execute(
-            f"INSERT INTO {table} ({parent}, {what}_uid) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (parent_key, uid),
-        )
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT id, deleting FROM {table} WHERE {parent} = ? AND {what}_uid = ?",
-                (parent_key, uid),
-            )
-        )
-        if rows[0]["deleting"]:
-            raise Aborted(f"{what} {uid} is being deleted; retry when the deletion has finished")
-        return int(rows[0]["id"])
+    async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
+        store_key = await self.dicom_store_key(store)
+        self._last_instance_key += 1
+        return InstanceKey(store_key, self._last_instance_key)
 
-    async def begin_instance(self, store: DicomStoreName, instance: NewInstance) -> InstanceKey:
+    async def add_instance(
+        self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
+    ) -> None:
         metadata = json.dumps(dict(instance.metadata), separators=(",", ":"))
-        async with self._transaction() as db:
-            store_key = await self._store_key(db, store)
-            study_key = await self._claim(
-                db, "studies", "store_key", store_key, instance.study_uid, "study"
+        study_attributes = json.dumps(dict(instance.study_attributes))
+        series_attributes = json.dumps(dict(instance.series_attributes))
+        index = self._index_rows(key.instance_key, instance)
+
+        def tx(db: sqlite3.Connection) -> None:
+            if _scalar(db, "SELECT 1 FROM dicom_stores WHERE id = ?", (key.store_key,)) is None:
+                raise NotFound("the DICOM store was deleted", resource=str(key.store_key))
+            study_key = _claim(
+                db, "studies", "store_key", key.store_key, instance.study_uid, study_attributes
             )
-            series_key = await self._claim(
-                db, "series", "study_key", study_key, instance.series_uid, "series"
+            series_key = _claim(
+                db, "series", "study_key", study_key, instance.series_uid, series_attributes
             )
             try:
-                cursor = await db.execute(
-                    "INSERT INTO instances (series_key, store_key, sop_uid, sop_class_uid,"
-                    " transfer_syntax_uid, number_of_frames, metadata, structured_size)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute(
+                    "INSERT INTO instances (id, series_key, store_key, sop_uid, sop_class_uid,"
+                    " transfer_syntax_uid, number_of_frames, metadata, structured_size,"
+                    " blob_size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
+                        key.instance_key,
                         series_key,
-                        store_key,
+                        key.store_key,
                         instance.sop_uid,
                         instance.sop_class_uid,
                         instance.transfer_syntax_uid,
                         instance.number_of_frames,
                         metadata,
                         len(metadata.encode()),
+                        blob_size,
+                        int(visible),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -359,62 +353,29 @@ class SqliteCatalog(SqliteSearch):
                     "an instance with the same Study, Series and SOP Instance UIDs already exists",
                     resource=instance.sop_uid,
                 ) from None
-            assert cursor.lastrowid is not None
-            await self._index_instance(db, cursor.lastrowid, instance)
-            await db.execute(
-                "UPDATE studies SET attributes = ? WHERE id = ? AND attributes = '{}'",
-                (json.dumps(dict(instance.study_attributes)), study_key),
-            )
-            await db.execute(
-                "UPDATE series SET attributes = ? WHERE id = ? AND attributes = '{}'",
-                (json.dumps(dict(instance.series_attributes)), series_key),
-            )
-        assert cursor.lastrowid is not None
-        return InstanceKey(store_key, cursor.lastrowid)
+            index(db)
 
-    async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
-        await self.commit_instances([(key, blob_size)])
+        await self._write(tx)
 
-    async def commit_instances(self, items: Sequence[tuple[InstanceKey, int]]) -> None:
-        async with self._transaction() as db:
-            await db.executemany(
-                "UPDATE instances SET state = 1, blob_size = ? WHERE id = ?",
-                [(size, key.instance_key) for key, size in items],
+    async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE instances SET state = 1 WHERE id = ?", [(k.instance_key,) for k in keys]
             )
 
-    async def _forget(self, db: aiosqlite.Connection, instance_key: int) -> None:
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT series_key, se.study_key FROM instances i JOIN series se"
-                " ON se.id = i.series_key WHERE i.id = ?",
-                (instance_key,),
-            )
-        )
-        await db.execute("DELETE FROM instances WHERE id = ?", (instance_key,))
-        for row in rows:
-            await db.execute(
-                "DELETE FROM series WHERE id = ? AND NOT EXISTS"
-                " (SELECT 1 FROM instances WHERE series_key = ?)",
-                (row["series_key"], row["series_key"]),
-            )
-            await db.execute(
-                "DELETE FROM studies WHERE id = ? AND NOT EXISTS"
-                " (SELECT 1 FROM series WHERE study_key = ?)",
-                (row["study_key"], row["study_key"]),
-            )
+        await self._write(tx)
 
     async def abort_instance(self, key: InstanceKey) -> None:
-        async with self._transaction() as db:
-            await self._forget(db, key.instance_key)
+        await self._write(lambda db: _forget(db, key.instance_key))
 
     async def recover_instances(self) -> Sequence[InstanceKey]:
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall("SELECT id, store_key FROM instances WHERE state = 0", ())
-            )
+        def tx(db: sqlite3.Connection) -> list[InstanceKey]:
+            rows = db.execute("SELECT id, store_key FROM instances WHERE state = 0").fetchall()
             for row in rows:
-                await self._forget(db, row["id"])
-        return [InstanceKey(int(r["store_key"]), int(r["id"])) for r in rows]
+                _forget(db, row["id"])
+            return [InstanceKey(int(r["store_key"]), int(r["id"])) for r in rows]
+
+        return await self._write(tx)
 
     async def instance_keys(self, store_key: int) -> set[int]:
         rows = await self._all("SELECT id FROM instances WHERE store_key = ?", (store_key,))
@@ -471,16 +432,16 @@ class SqliteCatalog(SqliteSearch):
     async def mark_deleting(
         self, store: DicomStoreName, study_uid: str, series_uid: str | None = None
     ) -> None:
-        async with self._transaction() as db:
-            store_key = await self._store_key(db, store)
+        def tx(db: sqlite3.Connection) -> None:
+            store_key = _store_key(db, store)
             if series_uid is None:
-                cursor = await db.execute(
+                cursor = db.execute(
                     "UPDATE studies SET deleting = 1 WHERE store_key = ? AND study_uid = ?",
                     (store_key, study_uid),
                 )
                 what = f"study {study_uid}"
             else:
-                cursor = await db.execute(
+                cursor = db.execute(
                     "UPDATE series SET deleting = 1 WHERE series_uid = ? AND study_key ="
                     " (SELECT id FROM studies WHERE store_key = ? AND study_uid = ?)",
                     (series_uid, store_key, study_uid),
@@ -489,95 +450,190 @@ class SqliteCatalog(SqliteSearch):
             if cursor.rowcount == 0:
                 raise NotFound(f"{what} not found in {store}", resource=what)
 
+        await self._write(tx)
+
     async def delete_instance(self, key: InstanceKey) -> None:
-        async with self._transaction() as db:
-            await self._forget(db, key.instance_key)
+        await self._write(lambda db: _forget(db, key.instance_key))
 
     # Operations
 
-    _OP_SELECT = (
-        "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d"
-        " ON d.id = o.dataset_key"
-    )
-
-    @staticmethod
-    def _operation(row: sqlite3.Row) -> Operation:
-        location = LocationName.parse(row["location"])
-        name = OperationName(DatasetName(location, row["dataset_id"]), row["operation_id"])
-        return records.operation(name, row)
-
     async def create_operation(self, operation: Operation) -> None:
-        columns = records.operation_columns(operation)
-        async with self._transaction() as db:
-            key = await self._dataset_key(db, operation.name.dataset)
-            columns |= {
-                "dataset_key": key,
-                "operation_id": operation.name.operation_id,
-                "api_method_name": operation.api_method_name,
-                "create_time": records.micros(operation.create_time),
-                "job_kind": operation.job.kind,
-                "job_args": json.dumps(dict(operation.job.args), sort_keys=True),
-            }
+        columns = records.operation_columns(operation) | {
+            "operation_id": operation.name.operation_id,
+            "api_method_name": operation.api_method_name,
+            "create_time": records.micros(operation.create_time),
+            "job_kind": operation.job.kind,
+            "job_args": json.dumps(dict(operation.job.args), sort_keys=True),
+        }
+
+        def tx(db: sqlite3.Connection) -> None:
+            values = columns | {"dataset_key": _dataset_key(db, operation.name.dataset)}
             try:
-                await db.execute(
-                    f"INSERT INTO operations ({', '.join(columns)})"
-                    f" VALUES ({', '.join('?' for _ in columns)})",
-                    list(columns.values()),
+                db.execute(
+                    f"INSERT INTO operations ({', '.join(values)})"
+                    f" VALUES ({', '.join('?' for _ in values)})",
+                    list(values.values()),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(
                     f"operation {operation.name} already exists", resource=str(operation.name)
                 ) from None
 
-    async def _operation_row(self, db: aiosqlite.Connection, name: OperationName) -> sqlite3.Row:
-        rows = list(
-            await db.execute_fetchall(
-                self._OP_SELECT
-                + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?",
-                (str(name.dataset.location), name.dataset.dataset_id, name.operation_id),
-            )
-        )
-        row = rows[0] if rows else None
-        if row is None:
-            raise NotFound(f"operation {name} not found", resource=str(name))
-        return row
+        await self._write(tx)
 
     async def get_operation(self, name: OperationName) -> Operation:
-        return self._operation(await self._operation_row(self._reader, name))
+        row = await self._one(_OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name))
+        if row is None:
+            raise _operation_not_found(name)
+        return _operation(row)
 
     async def list_operations(
         self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
     ) -> Sequence[Operation]:
         state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
         rows = await self._all(
-            self._OP_SELECT
+            _OPERATION_SELECT
             + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
             + state[done]
             + " ORDER BY o.operation_id LIMIT ?",
             (str(dataset.location), dataset.dataset_id, after, limit),
         )
-        return [self._operation(r) for r in rows]
+        return [_operation(r) for r in rows]
 
     async def update_operation(self, operation: Operation) -> None:
         columns = records.operation_columns(operation)
-        async with self._transaction() as db:
-            row = await self._operation_row(db, operation.name)
-            await db.execute(
+
+        def tx(db: sqlite3.Connection) -> None:
+            row = _operation_row(db, operation.name)
+            db.execute(
                 f"UPDATE operations SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
                 [*columns.values(), row["id"]],
             )
 
+        await self._write(tx)
+
     async def request_cancel(self, name: OperationName) -> Operation:
-        async with self._transaction() as db:
-            row = await self._operation_row(db, name)
-            await db.execute(
+        def tx(db: sqlite3.Connection) -> Operation:
+            row = _operation_row(db, name)
+            db.execute(
                 "UPDATE operations SET cancel_requested = 1 WHERE id = ? AND end_time IS NULL",
                 (row["id"],),
             )
-            return self._operation(await self._operation_row(db, name))
+            return _operation(_operation_row(db, name))
+
+        return await self._write(tx)
 
     async def unfinished_operations(self) -> Sequence[Operation]:
         rows = await self._all(
-            self._OP_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
+            _OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
         )
-        return [self._operation(r) for r in rows]
+        return [_operation(r) for r in rows]
+
+
+# Statements shared by transactions, run on the writer's connection.
+
+
+def _scalar(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    row = db.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def _dataset_key(db: sqlite3.Connection, name: DatasetName) -> int:
+    key = _scalar(
+        db,
+        "SELECT id FROM datasets WHERE location = ? AND dataset_id = ?",
+        (str(name.location), name.dataset_id),
+    )
+    if key is None:
+        raise NotFound(f"dataset {name} not found", resource=str(name))
+    return int(key)
+
+
+def _store_key(db: sqlite3.Connection, name: DicomStoreName) -> int:
+    key = _scalar(
+        db,
+        "SELECT s.id FROM dicom_stores s JOIN datasets d ON d.id = s.dataset_key"
+        " WHERE d.location = ? AND d.dataset_id = ? AND s.store_id = ?",
+        (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
+    )
+    if key is None:
+        raise NotFound(f"DICOM store {name} not found", resource=str(name))
+    return int(key)
+
+
+def _claim(
+    db: sqlite3.Connection, table: str, parent: str, parent_key: int, uid: str, attributes: str
+) -> int:
+    """The key of the study or series `uid` under its parent, creating the row if needed.
+
+    A new row takes `attributes`; so does one left without any.
+    """
+    what = "study" if table == "studies" else "series"
+    row = db.execute(
+        f"SELECT id, deleting, attributes = '{{}}' FROM {table}"
+        f" WHERE {parent} = ? AND {what}_uid = ?",
+        (parent_key, uid),
+    ).fetchone()
+    if row is None:
+        cursor = db.execute(
+            f"INSERT INTO {table} ({parent}, {what}_uid, attributes) VALUES (?, ?, ?)",
+            (parent_key, uid, attributes),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+    if row[1]:
+        raise Aborted(f"{what} {uid} is being deleted; retry when the deletion has finished")
+    if row[2]:
+        db.execute(f"UPDATE {table} SET attributes = ? WHERE id = ?", (attributes, row[0]))
+    return int(row[0])
+
+
+def _forget(db: sqlite3.Connection, instance_key: int) -> None:
+    """Delete an instance row, then its series and study if they are left empty."""
+    row = db.execute(
+        "SELECT series_key, se.study_key FROM instances i JOIN series se"
+        " ON se.id = i.series_key WHERE i.id = ?",
+        (instance_key,),
+    ).fetchone()
+    if row is None:
+        return
+    db.execute("DELETE FROM instances WHERE id = ?", (instance_key,))
+    db.execute(
+        "DELETE FROM series WHERE id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM instances WHERE series_key = ?)",
+        (row["series_key"], row["series_key"]),
+    )
+    db.execute(
+        "DELETE FROM studies WHERE id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM series WHERE study_key = ?)",
+        (row["study_key"], row["study_key"]),
+    )
+
+
+_OPERATION_SELECT = (
+    "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d ON d.id = o.dataset_key"
+)
+_OPERATION_BY_NAME = " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?"
+
+
+def _operation_params(name: OperationName) -> tuple[str, str, str]:
+    return (str(name.dataset.location), name.dataset.dataset_id, name.operation_id)
+
+
+def _operation_not_found(name: OperationName) -> NotFound:
+    return NotFound(f"operation {name} not found", resource=str(name))
+
+
+def _operation_row(db: sqlite3.Connection, name: OperationName) -> sqlite3.Row:
+    row: sqlite3.Row | None = db.execute(
+        _OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name)
+    ).fetchone()
+    if row is None:
+        raise _operation_not_found(name)
+    return row
+
+
+def _operation(row: sqlite3.Row) -> Operation:
+    location = LocationName.parse(row["location"])
+    name = OperationName(DatasetName(location, row["dataset_id"]), row["operation_id"])
+    return records.operation(name, row)

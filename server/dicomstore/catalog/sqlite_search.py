@@ -12,8 +12,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import aiosqlite
-
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom import qido
@@ -21,24 +19,31 @@ from dicomstore.dicom.qido import Condition, Level, Match, MatchKind, Query
 
 
 class SqliteSearch:
-    """`Catalog.search` and the index writes `begin_instance` makes."""
+    """`Catalog.search` and the index writes `add_instance` makes."""
 
     _one: Callable[[str, Sequence[Any]], Awaitable[sqlite3.Row | None]]
     _all: Callable[[str, Sequence[Any]], Awaitable[list[sqlite3.Row]]]
     dicom_store_key: Callable[[DicomStoreName], Awaitable[int]]
 
-    async def _index_instance(
-        self, db: aiosqlite.Connection, instance_key: int, instance: NewInstance
-    ) -> None:
-        """Write the instance's search index rows (in `begin_instance`'s transaction)."""
-        await db.executemany(
-            "INSERT INTO instance_attributes (instance_key, keyword, value) VALUES (?, ?, ?)",
-            [(instance_key, k, v) for k, v in qido.index_entries(instance.attributes)],
-        )
-        await db.executemany(
-            "INSERT INTO person_name_tokens (instance_key, keyword, token) VALUES (?, ?, ?)",
-            [(instance_key, k, t) for k, t in qido.token_entries(instance.attributes)],
-        )
+    @staticmethod
+    def _index_rows(
+        instance_key: int, instance: NewInstance
+    ) -> Callable[[sqlite3.Connection], None]:
+        """The writes of the instance's search index rows (in `add_instance`'s transaction)."""
+        attributes = [(instance_key, k, v) for k, v in qido.index_entries(instance.attributes)]
+        tokens = [(instance_key, k, t) for k, t in qido.token_entries(instance.attributes)]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO instance_attributes (instance_key, keyword, value) VALUES (?, ?, ?)",
+                attributes,
+            )
+            db.executemany(
+                "INSERT INTO person_name_tokens (instance_key, keyword, token) VALUES (?, ?, ?)",
+                tokens,
+            )
+
+        return write
 
     async def search(self, store: DicomStoreName, query: Query) -> Sequence[Match]:
         store_key = await self.dicom_store_key(store)

@@ -88,26 +88,30 @@ class Catalog(Protocol):
     async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
         """Counts and byte totals of the store's visible instances. Raise NotFound if missing."""
 
-    # Instances (two-phase: begin -> blob written -> commit; or abort)
-    async def begin_instance(self, store: DicomStoreName, instance: NewInstance) -> InstanceKey:
-        """Record an invisible instance row, claiming its Study/Series/SOP Instance UIDs.
+    # Instances: the blob is written under a reserved key, then the row is added (visible at
+    # once, or invisible until `commit_instances`); a row never exists without its blob.
+    async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
+        """A key no instance has ever had, for an instance of `store` whose blob is written
+        before its row is added. Raise NotFound when the store is missing."""
 
-        Raise NotFound when the store is missing, AlreadyExists when an instance with the same
-        three UIDs exists (visible or being stored), Aborted when its study or series is being
-        deleted.
+    async def add_instance(
+        self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
+    ) -> None:
+        """Record an instance whose blob is durable, claiming its Study/Series/SOP Instance UIDs;
+        invisible until `commit_instances` unless `visible`.
+
+        Raise NotFound when the store is gone, AlreadyExists when an instance with the same
+        three UIDs exists (visible or not), Aborted when its study or series is being deleted.
         """
 
-    async def commit_instance(self, key: InstanceKey, blob_size: int) -> None:
-        """Make the instance visible (its blob is durable); update study and series attributes."""
-
-    async def commit_instances(self, items: Sequence[tuple[InstanceKey, int]]) -> None:
-        """Make several instances visible at once (one transaction): (key, blob size) pairs."""
+    async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:
+        """Make invisible instances visible, all at once (one transaction)."""
 
     async def abort_instance(self, key: InstanceKey) -> None:
-        """Forget an instance that was begun but not committed."""
+        """Forget an instance (visible or not); an absent one is not an error."""
 
     async def recover_instances(self) -> Sequence[InstanceKey]:
-        """Remove every begun but uncommitted instance (after a crash); return their keys."""
+        """Remove every instance left invisible (after a crash); return their keys."""
 
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of every instance row of a store (for removing orphan blobs)."""

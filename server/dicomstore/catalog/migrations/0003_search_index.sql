@@ -1,6 +1,6 @@
 -- QIDO-RS index. One row per value of each indexed attribute (dicom/header.py INDEX_KEYWORDS) of
 -- each instance, normalised by dicom/qido.py `index_entries`; one row per token of each Person
--- Name (`token_entries`) for fuzzy matching. Both are written by `begin_instance` in the
+-- Name (`token_entries`) for fuzzy matching. Both are written by `add_instance` in the
 -- instance's own transaction and go with the instance (ON DELETE CASCADE). Visibility is not
 -- copied here: searches join `instances` and keep state 1 only.
 --
