@@ -4,6 +4,7 @@ adapter; then what is particular to LocalBlobStore's folders."""
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,6 +27,41 @@ async def test_write_then_read_returns_the_same_bytes(blobs: BlobStore) -> None:
     read = b"".join([chunk async for chunk in blobs.read(4, 10)])
     assert read == payload
     assert blobs.local_path(4, 10).read_bytes() == payload
+
+
+async def test_write_copies_a_file_from_its_position(blobs: BlobStore, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 9000
+    (tmp_path / "source").write_bytes(b"skipped" + payload)
+    with (tmp_path / "source").open("rb") as source:
+        source.seek(7)
+        assert await blobs.write(4, 10, source) == len(payload)
+    assert blobs.local_path(4, 10).read_bytes() == payload
+
+
+@pytest.mark.parametrize("position", [0, 3, 4, 9], ids=["start", "middle", "end", "past-end"])
+async def test_write_copies_a_buffer_from_its_position(blobs: BlobStore, position: int) -> None:
+    source = io.BytesIO(b"DICM")
+    source.seek(position)
+    assert await blobs.write(4, 10, source) == len(b"DICM"[position:])
+    read = b"".join([chunk async for chunk in blobs.read(4, 10)])
+    assert read == b"DICM"[position:]
+
+
+async def test_write_replaces_a_blob_of_the_same_key(blobs: BlobStore) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"orphan left by a crash"))
+    assert await blobs.write(4, 10, io.BytesIO(b"new")) == 3
+    read = b"".join([chunk async for chunk in blobs.read(4, 10)])
+    assert read == b"new"
+
+
+async def test_write_after_remove_dicom_store_stores_the_blob(blobs: BlobStore) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"old"))
+    await blobs.remove_dicom_store(4)
+    await blobs.write(4, 10, io.BytesIO(b"new"))
+    await blobs.write(4, 11, io.BytesIO(b"other folder"))
+    assert await blobs.instance_keys(4) == {10, 11}
+    read = b"".join([chunk async for chunk in blobs.read(4, 10)])
+    assert read == b"new"
 
 
 async def test_instance_keys_lists_written_blobs_per_store(blobs: BlobStore) -> None:
@@ -131,6 +167,27 @@ async def test_open_removes_partial_writes_and_keeps_blobs(tmp_path: Path) -> No
     await again.open()
     assert not partial.exists()
     assert await again.instance_keys(3) == {1}
+
+
+async def test_failed_write_leaves_no_partial_file(local: LocalBlobStore) -> None:
+    class Broken(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("source vanished")
+
+    await local.write(3, 1, io.BytesIO(b"complete"))
+    with pytest.raises(OSError, match="source vanished"):
+        await local.write(3, 257, Broken())  # type: ignore[arg-type]  # 257 shares 1's folder
+    assert entries(local.local_path(3, 257).parent) == ["1.dcm"]
+
+
+async def test_write_recreates_a_folder_removed_behind_its_back(
+    local: LocalBlobStore, tmp_path: Path
+) -> None:
+    await local.write(3, 1, io.BytesIO(b"first"))
+    shutil.rmtree(tmp_path / "blobs")
+    await local.write(3, 2, io.BytesIO(b"second"))
+    assert local.local_path(3, 2).read_bytes() == b"second"
+    assert await local.instance_keys(3) == {2}
 
 
 async def test_open_keeps_existing_blobs(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
+from dicomstore.api.rest.dicomweb.stow import SPOOL_THRESHOLD
 from dicomstore.app import App
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.multipart import multipart_chunks
@@ -113,6 +114,49 @@ def instance(number: int, study: str = "1.2.826.0.1.3") -> bytes:
             SOPInstanceUID=f"{study}.4.{number}",
         )
     )
+
+
+def instance_of_size(size: int, number: int = 1) -> bytes:
+    """An instance of exactly `size` bytes (even): 16-bit pixels topped up with a comment."""
+
+    def build(rows: int, comment: str) -> bytes:
+        return part10(
+            new_instance(
+                StudyInstanceUID="1.2.826.0.1.3",
+                SeriesInstanceUID="1.2.826.0.1.3.4",
+                SOPInstanceUID=f"1.2.826.0.1.3.4.{number}",
+                Rows=rows,
+                Columns=64,
+                BitsAllocated=16,
+                BitsStored=16,
+                HighBit=15,
+                PixelRepresentation=0,
+                SamplesPerPixel=1,
+                PhotometricInterpretation="MONOCHROME2",
+                ImageComments=comment,
+                PixelData=bytes([number]) * (rows * 128),
+            )
+        )
+
+    rows, extra = divmod(size - len(build(0, "")), 128)
+    payload = build(rows, "x" * extra)
+    assert len(payload) == size
+    return payload
+
+
+async def retrieved(client: httpx.AsyncClient, number: int) -> bytes:
+    """Instance `number` of study 1.2.826.0.1.3 as stored (WADO-RS, no transcoding)."""
+    response = await client.get(
+        f"{STUDIES}/1.2.826.0.1.3/series/1.2.826.0.1.3.4/instances/1.2.826.0.1.3.4.{number}",
+        headers={"Accept": f"{DICOM}; transfer-syntax=*"},
+    )
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+async def in_chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
 
 
 def values(dataset: Mapping[str, Any], tag: str) -> list[Any]:
@@ -574,6 +618,88 @@ async def test_instance_at_the_limit_is_stored(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
 
 
+# A body up to SPOOL_THRESHOLD is held in memory, a larger one spools to disk; either way the
+# stored instance is the uploaded one, byte for byte.
+AROUND_THE_SPOOL_THRESHOLD = pytest.mark.parametrize(
+    "size",
+    [SPOOL_THRESHOLD - 2, SPOOL_THRESHOLD, SPOOL_THRESHOLD + 2, 3 * SPOOL_THRESHOLD],
+    ids=["under", "at", "over", "far-over"],
+)
+
+
+@AROUND_THE_SPOOL_THRESHOLD
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+async def test_single_part_body_around_the_spool_threshold_is_stored_intact(
+    client: httpx.AsyncClient, size: int, chunked: bool
+) -> None:
+    payload = instance_of_size(size)
+    content: Any = in_chunks(payload, 100_000) if chunked else payload
+    response = await client.post(STUDIES, content=content, headers={"Content-Type": DICOM})
+    assert response.status_code == 200, response.text
+    assert await retrieved(client, 1) == payload
+
+
+@AROUND_THE_SPOOL_THRESHOLD
+async def test_multipart_parts_around_the_spool_threshold_are_stored_intact(
+    client: httpx.AsyncClient, size: int
+) -> None:
+    payloads = [instance_of_size(size, 1), instance(2)]
+    response = await client.post(
+        STUDIES, content=dicom_parts(*payloads), headers={"Content-Type": MULTIPART}
+    )
+    assert response.status_code == 200, response.text
+    assert [await retrieved(client, n) for n in (1, 2)] == payloads
+
+
+async def test_chunked_instance_over_the_limit_past_the_spool_threshold_is_413(
+    tmp_path: Path,
+) -> None:
+    payload = instance_of_size(3 * SPOOL_THRESHOLD)
+    async with stow_client(tmp_path, max_instance_bytes=2 * SPOOL_THRESHOLD) as client:
+        response = await client.post(
+            STUDIES, content=in_chunks(payload, 100_000), headers={"Content-Type": DICOM}
+        )
+        assert "larger than" in error_message(response, 413)
+        assert await instance_count(client) == 0
+
+
+@pytest.mark.parametrize("content_type", [DICOM, MULTIPART], ids=["single", "multipart"])
+async def test_client_gone_mid_upload_is_499_and_stores_nothing(
+    app: App, client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = dicom_parts(instance(1), instance(2)) if content_type == MULTIPART else instance(1)
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[: len(body) - 100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Mapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "server": ("dicomstore.test", 80),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+        "path": STUDIES,
+        "raw_path": STUDIES.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"dicomstore.test"), (b"content-type", content_type.encode())],
+    }
+    assert app.http_app is not None
+    await app.http_app(scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert await instance_count(client) == 0
+
+
 # --- JSON metadata and bulk data (item 40; seed 001) -------------------------------------------
 
 
@@ -878,6 +1004,27 @@ async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
         DicomStoreName.parse(STORE), "1.2.826.0.1.3", "1.2.826.0.1.3.4", "1.2.826.0.1.3.4.2"
     )
     assert found.blob_size == len(large_instance(2, 16 << 20))
+
+
+async def test_large_single_part_body_streams_in_bounded_memory(app: App) -> None:
+    payload = large_instance(1, 16 << 20)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
+        await create_store(http)
+        tracemalloc.start()
+        try:
+            response = await http.post(
+                STUDIES,
+                content=in_chunks(payload, 64 << 10),
+                headers={"Content-Type": DICOM},
+                timeout=60,
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 200, response.text
+        # Past SPOOL_THRESHOLD the body goes to disk: nothing near the 16 MiB is held in memory.
+        assert peak < 8 << 20, peak
+        assert await instance_count(http) == 1
 
 
 async def test_dicomweb_client_stores_instances(app: App) -> None:

@@ -15,13 +15,16 @@ goes to the more specific range, then to XML; nothing acceptable is 406 listing 
 are checked before the store (404) and before the body is read.
 
 Streaming: the body is read as it arrives and parsed by `MultipartReader`, whose parts spool to
-disk past `SPOOL_THRESHOLD`; each instance is ingested (`Instances.ingest`, the one ingest path)
-as soon as its part is complete, so memory is bounded by configuration, not by the body. A part
-larger than `--max-instance-bytes` is 413, a malformed body 400, an empty body or one without
-any instance 400: request-level errors with Google's JSON error body. Each instance is written
-durably as soon as its part is complete but stays invisible; the request's instances become
-visible together, in one catalog transaction, just before the response is sent. A request that
-fails (or a crash, or a client that goes away) leaves none of its instances behind.
+disk past `SPOOL_THRESHOLD`, as a single-part body does; each instance is ingested
+(`Instances.ingest`, the one ingest path) as soon as its part is complete, so memory is bounded
+by configuration, not by the body. A body of at most `SPOOL_THRESHOLD` is parsed on the event
+loop, where a thread hop would cost more than the work, and an instance held in memory is
+ingested from a BytesIO. A part larger than `--max-instance-bytes` is 413, a malformed body 400,
+an empty body or one without any instance 400: request-level errors with Google's JSON error
+body. Each instance is written durably as soon as its part is complete but stays invisible; the
+request's instances become visible together, in one catalog transaction, just before the
+response is sent. A request that fails (or a crash, or a client that goes away) leaves none of
+its instances behind.
 
 Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
 with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -75,7 +79,7 @@ from dicomstore.dicom.uids import is_valid_uid
 
 #: A part body (and a single-part body) stays in memory up to this size, then spools to disk.
 SPOOL_THRESHOLD: Final = 1 << 20
-#: The body is parsed in batches of about this size, off the event loop.
+#: The body is parsed in batches of about this size, off the event loop past SPOOL_THRESHOLD.
 FEED_BYTES: Final = 1 << 20
 #: A JSON metadata part is parsed in memory: larger ones are 413.
 MAX_METADATA_BYTES: Final = 64 << 20
@@ -205,6 +209,7 @@ class _Stow:
         retrieve_study = study if study is not None and stored else None
         if study is None and len(studies) == 1:
             retrieve_study = next(iter(studies))
+        study_urls = {uid: context.study_url(request, store, uid) for uid in studies}
         body = response_module.StoreResponse(
             retrieve_url=(
                 context.study_url(request, store, retrieve_study) if retrieve_study else None
@@ -214,7 +219,7 @@ class _Stow:
                     sop_class_uid=result.sop_class_uid,
                     sop_instance_uid=result.sop_uid,
                     retrieve_url=(
-                        f"{context.study_url(request, store, result.study_uid)}"
+                        f"{study_urls[result.study_uid]}"
                         f"/series/{result.series_uid}/instances/{result.sop_uid}"
                     ),
                 )
@@ -260,20 +265,15 @@ def _too_large(limit: int) -> HTTPException:
 
 async def _batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """The body in batches of at least FEED_BYTES (the last may be shorter), so that parsing
-    and spooling hop to a worker thread once per megabyte, not once per network read. An empty
-    body is 400."""
+    and spooling hop to a worker thread once per megabyte, not once per network read."""
     pending = bytearray()
-    empty = True
     async for chunk in chunks:
         pending += chunk
         if len(pending) >= FEED_BYTES:
             yield bytes(pending)
             pending.clear()
-            empty = False
     if pending:
         yield bytes(pending)
-    elif empty:
-        raise HTTPException(400, "the request body is empty")
 
 
 # --- one request ---------------------------------------------------------------------------------
@@ -304,11 +304,33 @@ class _Upload:
     # single part
 
     async def read_single(self, chunks: AsyncIterator[bytes]) -> None:
+        """Ingest a body of at most SPOOL_THRESHOLD bytes from memory, as a BytesIO (which the
+        core parses inline when small); spool a larger one to disk off the event loop."""
         limit = self._context.max_instance_bytes
-        # Closed in the finally clause below.
+        head = io.BytesIO()
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            head.write(chunk)
+            if size > SPOOL_THRESHOLD:
+                await self._read_spooled(head, chunks)
+                return
+        if not size:
+            raise HTTPException(400, "the request body is empty")
+        head.seek(0)
+        await self._ingest(head)
+
+    async def _read_spooled(self, head: io.BytesIO, chunks: AsyncIterator[bytes]) -> None:
+        """Ingest a body that outgrew memory: `head` holds its start, `chunks` the rest."""
+        limit = self._context.max_instance_bytes
+        size = head.tell()
+        # Closed in the finally clause below; the first write, past max_size, moves it to disk.
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_THRESHOLD)  # noqa: SIM115
         try:
-            size = 0
+            await asyncio.to_thread(body.write, head.getvalue())
+            head.close()
             async with contextlib.aclosing(_batches(chunks)) as batches:
                 async for batch in batches:
                     size += len(batch)
@@ -326,10 +348,19 @@ class _Upload:
         limit = self._context.max_instance_bytes
         assert self._form.boundary is not None  # checked by request_form
         reader = MultipartReader(self._form.boundary, limit, SPOOL_THRESHOLD)
+        fed = 0
         try:
             async with contextlib.aclosing(_batches(chunks)) as batches:
                 async for batch in batches:
-                    await self._take(await asyncio.to_thread(reader.feed, batch))
+                    fed += len(batch)
+                    if fed <= SPOOL_THRESHOLD:
+                        # Every part is still in memory: parsing inline costs less than a hop.
+                        parts = reader.feed(batch)
+                    else:
+                        parts = await asyncio.to_thread(reader.feed, batch)
+                    await self._take(parts)
+            if not fed:
+                raise HTTPException(400, "the request body is empty")
             reader.close()
             if self._part_number == 0:
                 raise HTTPException(400, "the multipart body has no parts")
@@ -366,7 +397,12 @@ class _Upload:
         media_type = content_type.media_type if content_type else None
         if media_type == DICOM or (media_type is None and self._form.type == DICOM):
             with part:
-                await self._ingest(cast(BinaryIO, part.body))
+                # A part of at most the spool threshold is in memory: copy it to a BytesIO,
+                # which the core and the blob store read faster than a SpooledTemporaryFile.
+                if part.size <= SPOOL_THRESHOLD:
+                    await self._ingest(io.BytesIO(part.body.read()))
+                else:
+                    await self._ingest(cast(BinaryIO, part.body))
         elif self._form.type == DICOM:
             part.close()
             detail = (
