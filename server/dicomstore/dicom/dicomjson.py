@@ -33,12 +33,15 @@ import base64
 import math
 import re
 import struct
-from collections.abc import Callable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, Final, NamedTuple
 
+from pydicom import config
+from pydicom.charset import default_encoding, python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
@@ -80,6 +83,7 @@ def to_dicom_json(
     bulkdata_uri: BulkdataUri,
     *,
     max_sequence_bytes: int | None = None,
+    decoded: Mapping[int, Decoded | None] | None = None,
 ) -> dict[str, Any]:
     """Render `dataset` as a DICOM JSON object (PS3.18 F.2) with item 44's bulk data rules.
 
@@ -88,9 +92,13 @@ def to_dicom_json(
     Information (group 0002) and group length attributes are not part of the data set and are
     left out. With `max_sequence_bytes`, a sequence whose encoded size is estimated above it is
     omitted, as Google does for sequences above about 1 MiB. Deferred values (see
-    `dicomstore.dicom.header`) are read only when they are rendered inline.
+    `dicomstore.dicom.header`) are read only when they are rendered inline. `decoded` holds
+    what `decode_values` already returned for top-level attributes, so they are not decoded
+    twice.
     """
-    return _dataset_json(dataset, "", bulkdata_uri, max_sequence_bytes)
+    return _dataset_json(
+        dataset, "", bulkdata_uri, max_sequence_bytes, decoded or {}, _converts_as_assumed()
+    )
 
 
 def is_bulkdata(tag: int, vr: str, length: int, vm: int | None = None) -> bool:
@@ -155,6 +163,39 @@ def bulkdata_element(dataset: Dataset, tag_path: str) -> bytes | None:
     return struct.pack(f"<{len(values)}{code}", *values)
 
 
+class Decoded(NamedTuple):
+    """An attribute's VR and values as pydicom would convert them, decoded from its bytes.
+
+    Text as the `str` of pydicom's value (PN as "Alphabetic=Ideographic=Phonetic", IS and DS as
+    their text without surrounding spaces), numbers as `int` or `float`, OB and OW as `bytes`;
+    an empty list when the attribute has no value.
+    """
+
+    vr: str
+    values: list[Any]
+
+
+def decode_values(dataset: Dataset, tags: Collection[int]) -> dict[int, Decoded | None]:
+    """Each of `tags` present at the top level of `dataset`, decoded if it is plain, else None.
+
+    A plain attribute (see `_decode`) is decoded straight from the bytes pydicom read, to the
+    same values pydicom's own conversion gives, but without it: that conversion costs more than
+    everything else `read_header` does. The data set is left as it is; None means "present, ask
+    pydicom".
+    """
+    decode = _converts_as_assumed()
+    ascii_text = decode and _ascii_compatible(dataset)
+    found: dict[int, Decoded | None] = {}
+    for tag, raw in dataset.items():
+        number = int(tag)
+        if number in tags:
+            plain = decode and isinstance(raw, RawDataElement)
+            found[number] = (
+                _decode(raw, ascii_text) if plain and isinstance(raw, RawDataElement) else None
+            )
+    return found
+
+
 class EncapsulatedPixelData(ValueError):
     """Bulk data was asked of encapsulated Pixel Data, which only a transcoder can decode."""
 
@@ -164,37 +205,71 @@ class EncapsulatedPixelData(ValueError):
 
 
 def _dataset_json(
-    dataset: Dataset, prefix: str, bulkdata_uri: BulkdataUri, max_sequence_bytes: int | None
+    dataset: Dataset,
+    prefix: str,
+    bulkdata_uri: BulkdataUri,
+    max_sequence_bytes: int | None,
+    decoded: Mapping[int, Decoded | None],
+    decode: bool,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for tag in sorted(dataset.keys()):
+    ascii_text = decode and _ascii_compatible(dataset)
+    for tag, raw in sorted(dataset.items(), key=_tag_order):
         if tag >> 16 == 0x0002 or tag & 0xFFFF == 0 or tag in _SKIPPED_TAGS:
             continue
         key = f"{tag:08X}"
-        raw = dataset.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
             uri_vr = _deferred_bulk_vr(dataset, raw)
             if uri_vr is not None:
                 result[key] = {"vr": uri_vr, "BulkDataURI": bulkdata_uri(prefix + key)}
                 continue
-            if (
-                max_sequence_bytes is not None
-                and _raw_vr(raw) == "SQ"
-                and raw.length > max_sequence_bytes
-            ):
+            if _omitted_sequence(raw, max_sequence_bytes):
+                continue
+        elif decode and isinstance(raw, RawDataElement):
+            found = decoded.get(tag) or _decode(raw, ascii_text)
+            if found is not None:
+                result[key] = _decoded_json(tag, found, prefix + key, bulkdata_uri)
                 continue
         elem = dataset[tag]
-        if elem.VR == "SQ":
-            if max_sequence_bytes is not None and _approx_size(elem) > max_sequence_bytes:
-                continue
-            items = [
-                _dataset_json(item, f"{prefix}{key}/{i}/", bulkdata_uri, max_sequence_bytes)
-                for i, item in enumerate(elem.value)
-            ]
-            result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-            continue
-        result[key] = _element_json(elem, dataset, prefix + key, bulkdata_uri)
+        if elem.VR != "SQ":
+            result[key] = _element_json(elem, dataset, prefix + key, bulkdata_uri)
+        elif (
+            sequence := _sequence_json(elem, prefix + key, bulkdata_uri, max_sequence_bytes, decode)
+        ) is not None:
+            result[key] = sequence
     return result
+
+
+def _omitted_sequence(raw: RawDataElement, max_sequence_bytes: int | None) -> bool:
+    return (
+        max_sequence_bytes is not None and _raw_vr(raw) == "SQ" and raw.length > max_sequence_bytes
+    )
+
+
+def _decoded_json(tag: int, found: Decoded, path: str, bulkdata_uri: BulkdataUri) -> dict[str, Any]:
+    vr, values = found
+    return _values_json(tag, vr, values, path, bulkdata_uri) if values else {"vr": vr}
+
+
+def _sequence_json(
+    elem: DataElement,
+    path: str,
+    bulkdata_uri: BulkdataUri,
+    max_sequence_bytes: int | None,
+    decode: bool,
+) -> dict[str, Any] | None:
+    """A sequence's JSON, or None when it is omitted for its size."""
+    if max_sequence_bytes is not None and _approx_size(elem) > max_sequence_bytes:
+        return None
+    items = [
+        _dataset_json(item, f"{path}/{i}/", bulkdata_uri, max_sequence_bytes, {}, decode)
+        for i, item in enumerate(elem.value)
+    ]
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+
+def _tag_order(item: tuple[int, object]) -> int:
+    return int(item[0])
 
 
 def _element_json(
@@ -211,8 +286,13 @@ def _element_json(
             return {"vr": vr, "BulkDataURI": bulkdata_uri(path)}
         data = _little_endian_bytes(elem, _is_little_endian(parent))
         return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
-    values = _values(elem)
-    if is_bulkdata(elem.tag, vr, len(values) * _NUMERIC_BULK_SIZES.get(vr, 1), len(values)):
+    return _values_json(elem.tag, vr, _values(elem), path, bulkdata_uri)
+
+
+def _values_json(
+    tag: int, vr: str, values: list[Any], path: str, bulkdata_uri: BulkdataUri
+) -> dict[str, Any]:
+    if is_bulkdata(tag, vr, len(values) * _NUMERIC_BULK_SIZES.get(vr, 1), len(values)):
         return {"vr": vr, "BulkDataURI": bulkdata_uri(path)}
     convert: Callable[[Any], Any] = _CONVERTERS.get(vr, _text)
     return {"vr": vr, "Value": [convert(v) for v in values]}
@@ -317,14 +397,8 @@ def _byteswap(data: bytes, width: int) -> bytes:
 
 
 def _person_name(value: Any) -> dict[str, str] | None:
-    if not isinstance(value, PersonName):
-        value = PersonName(str(value))
-    groups = {
-        "Alphabetic": value.alphabetic,
-        "Ideographic": value.ideographic,
-        "Phonetic": value.phonetic,
-    }
-    named = {key: text for key, text in groups.items() if text}
+    groups = value.components if isinstance(value, PersonName) else str(value).split("=")
+    named = {key: text for key, text in zip(_PN_GROUPS, groups, strict=False) if text}
     return named or None
 
 
@@ -374,6 +448,177 @@ _CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
     "FL": _float,
     "FD": _float,
     **{vr: int for vr in ("US", "SS", "UL", "SL", "UV", "SV")},
+}
+
+
+# --- plain attributes, decoded without pydicom's conversion ------------------------------------
+#
+# Each decoder repeats, for bytes it accepts, the steps of the pydicom converter for its VR
+# (`pydicom.values.converters`) and of the class that converter builds (IS, DSfloat, UID,
+# PersonName), so that the values have the same `str` and the same emptiness (pydicom's VM 0).
+# Anything else is left to pydicom: deferred values, other VRs, implicit VR tags outside the
+# main dictionary, the LUT Descriptor tags pydicom adjusts, IS and DS that are not plain
+# numbers, numbers whose length does not divide by their size, and text of the VRs that follow
+# Specific Character Set unless it is ASCII (no ESC) under an ASCII-compatible character set.
+# Skipped too: pydicom's validation warnings, which change no value.
+
+_IS_TEXT: Final = re.compile(r"[+-]?[0-9]{1,15}")
+_DS_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
+#: VRs whose text is decoded with Specific Character Set (0008,0005); others use ISO-IR 6/100.
+_CHARSET_VRS: Final = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
+#: The LUT Descriptor tags (PS3.3 C.11), whose first value pydicom reads as unsigned.
+_NOT_DECODED_TAGS: Final = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+_ASCII_BYTES: Final = bytes(range(0x80)).replace(b"\x1b", b"")
+
+
+def _decodes_ascii(codec: str) -> bool:
+    try:
+        return _ASCII_BYTES.decode(codec) == _ASCII_BYTES.decode("ascii")
+    except (LookupError, UnicodeDecodeError):
+        return False
+
+
+#: The Python codecs of pydicom's character sets that read ASCII (without ESC) as ASCII.
+_ASCII_COMPATIBLE: Final = frozenset(
+    codec for codec in set(python_encoding.values()) if _decodes_ascii(codec)
+)
+
+
+def _converts_as_assumed() -> bool:
+    """Whether pydicom's value conversion is configured as the decoders below assume."""
+    return (
+        config.data_element_callback is None
+        and not config.datetime_conversion
+        and not config.use_DS_decimal
+        and not config.use_DS_numpy
+        and not config.use_IS_numpy
+        and not config.use_none_as_empty_text_VR_value
+        and config.settings.reading_validation_mode != config.RAISE
+        and hooks.raw_element_vr is raw_element_vr
+        and hooks.raw_element_value is raw_element_value
+        and not hooks.raw_element_kwargs
+    )
+
+
+def _ascii_compatible(dataset: Dataset) -> bool:
+    """Whether ASCII text of `dataset` reads the same whatever its Specific Character Set."""
+    encodings = dataset.original_character_set
+    if not encodings:
+        return False
+    first = encodings if isinstance(encodings, str) else encodings[0]
+    return first in _ASCII_COMPATIBLE
+
+
+def _decode(raw: RawDataElement, ascii_text: bool) -> Decoded | None:
+    data = raw.value
+    if type(data) is not bytes:
+        return None
+    vr = raw.VR
+    if vr is None:  # implicit VR: pydicom takes the dictionary's
+        try:
+            vr = dictionary_VR(raw.tag)
+        except KeyError:
+            return None
+    decoder = _DECODERS.get(vr)
+    if decoder is None or raw.tag in _NOT_DECODED_TAGS:
+        return None
+    if not data:
+        return Decoded(vr, [])
+    if vr in _CHARSET_VRS and not (ascii_text and data.isascii() and b"\x1b" not in data):
+        return None
+    values = decoder(data, raw.is_little_endian)
+    return None if values is None else Decoded(vr, values)
+
+
+def _strings(data: bytes, _: bool) -> list[Any]:
+    """AS, CS, DA, DT, TM: `convert_string`."""
+    items = data.decode(default_encoding).rstrip(" \x00").split("\\")
+    return [] if items == [""] else items
+
+
+def _application_entity(data: bytes, _: bool) -> list[Any]:
+    items = [item.strip() for item in data.decode(default_encoding).split("\\")]
+    return [] if items == [""] else items
+
+
+def _uri(data: bytes, _: bool) -> list[Any]:
+    text = data.decode(default_encoding).rstrip()
+    return [text] if text else []
+
+
+def _uids(data: bytes, _: bool) -> list[Any]:
+    items = [item.strip() for item in data.decode(default_encoding).rstrip("\x00 ").split("\\")]
+    return [] if items == [""] else items
+
+
+def _integer_strings(data: bytes, _: bool) -> list[Any] | None:
+    items = data.decode(default_encoding).rstrip(" \x00").split("\\")
+    if items == [""]:
+        return []
+    values = [item.strip() for item in items]
+    return values if all(not v or _IS_TEXT.fullmatch(v) for v in values) else None
+
+
+def _decimal_strings(data: bytes, _: bool) -> list[Any] | None:
+    items = data.decode(default_encoding).strip().rstrip(" \x00").split("\\")
+    if items == [""]:
+        return []
+    values = [item.strip() for item in items]
+    return values if all(not v or _DS_TEXT.fullmatch(v) for v in values) else None
+
+
+def _texts(data: bytes, _: bool) -> list[Any]:
+    """LO, SH, UC: `convert_text`."""
+    items = [item.rstrip("\x00 ") for item in data.decode("ascii").split("\\")]
+    return [] if items == [""] else items
+
+
+def _single_text(data: bytes, _: bool) -> list[Any]:
+    """LT, ST, UT: `convert_single_string`."""
+    text = data.decode("ascii").rstrip("\x00 ")
+    return [text] if text else []
+
+
+def _person_names(data: bytes, _: bool) -> list[Any]:
+    names = []
+    for item in data.rstrip(b"\x00 ").decode("ascii").split("\\"):
+        groups = item.split("=")
+        while groups and not groups[-1]:
+            groups.pop()
+        names.append("=".join(groups))
+    return [] if names == [""] else names
+
+
+def _numbers(code: str) -> Callable[[bytes, bool], list[Any] | None]:
+    size = struct.calcsize(f"<{code}")
+
+    def decode(data: bytes, little_endian: bool) -> list[Any] | None:
+        count, rest = divmod(len(data), size)
+        if rest:
+            return None
+        return list(struct.unpack(f"{'<' if little_endian else '>'}{count}{code}", data))
+
+    return decode
+
+
+def _binary(data: bytes, _: bool) -> list[Any]:
+    return [data]
+
+
+_DECODERS: Final[dict[str, Callable[[bytes, bool], list[Any] | None]]] = {
+    **dict.fromkeys(("AS", "CS", "DA", "DT", "TM"), _strings),
+    "AE": _application_entity,
+    "UR": _uri,
+    "UI": _uids,
+    "IS": _integer_strings,
+    "DS": _decimal_strings,
+    **dict.fromkeys(("LO", "SH", "UC"), _texts),
+    **dict.fromkeys(("LT", "ST", "UT"), _single_text),
+    "PN": _person_names,
+    **{vr: _numbers(code) for vr, code in _PACK.items()},
+    "OB": _binary,
+    "OW": _binary,
 }
 
 

@@ -48,7 +48,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from dicomstore.dicom.dicomjson import to_dicom_json
+from dicomstore.dicom.dicomjson import Decoded, decode_values, to_dicom_json
 from dicomstore.dicom.reasons import FailureReason
 from dicomstore.dicom.uids import is_valid_uid
 
@@ -104,15 +104,17 @@ INDEX_KEYWORDS: Final = (
     "NumberOfFrames",
 )
 
-_INDEX_TAGS: Final = tuple((keyword, Tag(keyword)) for keyword in INDEX_KEYWORDS)
+_INDEX_TAGS: Final = tuple((keyword, int(Tag(keyword))) for keyword in INDEX_KEYWORDS)
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _REQUIRED_UIDS: Final = (
-    ("StudyInstanceUID", "Study Instance UID (0020,000D)"),
-    ("SeriesInstanceUID", "Series Instance UID (0020,000E)"),
-    ("SOPInstanceUID", "SOP Instance UID (0008,0018)"),
-    ("SOPClassUID", "SOP Class UID (0008,0016)"),
+    ("StudyInstanceUID", 0x0020000D, "Study Instance UID (0020,000D)"),
+    ("SeriesInstanceUID", 0x0020000E, "Series Instance UID (0020,000E)"),
+    ("SOPInstanceUID", 0x00080018, "SOP Instance UID (0008,0018)"),
+    ("SOPClassUID", 0x00080016, "SOP Class UID (0008,0016)"),
 )
 _PIXEL_DATA_TAGS: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_NUMBER_OF_FRAMES: Final = 0x00280008
+_FOUND_TAGS: Final = frozenset({tag for _, tag in _INDEX_TAGS} | set(_PIXEL_DATA_TAGS))
 # PS3.10 7.1: File Meta elements are Explicit VR Little Endian; these VRs have 4-byte lengths.
 _LONG_LENGTH_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -351,23 +353,32 @@ def _may_be_sequence(elem: RawDataElement) -> bool:
 
 
 def _header(dataset: FileDataset, transfer_syntax: str) -> InstanceHeader:
+    # pydicom's conversion runs only for what `decode_values` leaves (None), in the order it
+    # always ran (UIDs, index attributes, the rest), so a failure is reported as before.
+    found = decode_values(dataset, _FOUND_TAGS)
     uids: dict[str, str] = {}
-    for keyword, label in _REQUIRED_UIDS:
-        value = dataset.get(keyword)
-        if value is None or value == "":
+    for keyword, tag, label in _REQUIRED_UIDS:
+        text = _uid_text(dataset, keyword, found.get(tag))
+        if text is None:
             raise InvalidInstance(FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"no {label}")
-        text = str(value).strip() if not isinstance(value, MultiValue) else "\\".join(value)
         if not is_valid_uid(text):
             raise InvalidInstance(
                 FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                 f"invalid {label}: {text!r} is not a UID (PS3.5 9.1)",
             )
         uids[keyword] = text
-    attributes = {
-        keyword: text
-        for keyword, tag in _INDEX_TAGS
-        if tag in dataset and (text := _attribute_text(dataset[tag]))
-    }
+    attributes: dict[str, str] = {}
+    for keyword, tag in _INDEX_TAGS:
+        if tag not in found:
+            continue
+        decoded = found[tag]
+        text = (
+            _attribute_text(dataset[tag])
+            if decoded is None
+            else _values_text(decoded.vr, decoded.values)
+        )
+        if text:
+            attributes[keyword] = text
     return InstanceHeader(
         study_uid=uids["StudyInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
@@ -375,17 +386,31 @@ def _header(dataset: FileDataset, transfer_syntax: str) -> InstanceHeader:
         sop_class_uid=uids["SOPClassUID"],
         transfer_syntax_uid=transfer_syntax,
         attributes=MappingProxyType(attributes),
-        metadata=to_dicom_json(dataset, lambda path: f"bulkdata/{path}"),
-        number_of_frames=_number_of_frames(dataset),
+        metadata=to_dicom_json(dataset, lambda path: f"bulkdata/{path}", decoded=found),
+        number_of_frames=_number_of_frames(dataset, found),
     )
+
+
+def _uid_text(dataset: Dataset, keyword: str, decoded: Decoded | None) -> str | None:
+    if decoded is not None and decoded.vr == "UI":
+        return "\\".join(decoded.values) if decoded.values else None
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() if not isinstance(value, MultiValue) else "\\".join(value)
 
 
 def _attribute_text(elem: DataElement) -> str:
     if elem.VR == "SQ" or elem.is_empty:
         return ""
     value = elem.value
-    values = list(value) if isinstance(value, MultiValue | list) else [value]
-    return "\\".join(_one_text(v, str(elem.VR)) for v in values).strip()
+    return _values_text(
+        str(elem.VR), list(value) if isinstance(value, MultiValue | list) else [value]
+    )
+
+
+def _values_text(vr: str, values: list[Any]) -> str:
+    return "\\".join(_one_text(v, vr) for v in values).strip()
 
 
 def _one_text(value: Any, vr: str) -> str:
@@ -395,12 +420,17 @@ def _one_text(value: Any, vr: str) -> str:
     return text
 
 
-def _number_of_frames(dataset: Dataset) -> int:
-    if not any(tag in dataset for tag in _PIXEL_DATA_TAGS):
+def _number_of_frames(dataset: Dataset, found: Mapping[int, Decoded | None]) -> int:
+    if not any(tag in found for tag in _PIXEL_DATA_TAGS):
         return 0
-    frames = dataset.get("NumberOfFrames")
+    decoded = found.get(_NUMBER_OF_FRAMES)
+    if decoded is not None and decoded.vr == "IS":
+        text = decoded.values[0] if len(decoded.values) == 1 else ""
+    else:
+        frames = dataset.get("NumberOfFrames")
+        text = str(frames).strip() if frames not in (None, "") else "1"
     try:
-        count = int(str(frames).strip()) if frames not in (None, "") else 1
+        count = int(text)
     except ValueError:
         return 1
     return count if count > 0 else 1
