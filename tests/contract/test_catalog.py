@@ -308,6 +308,26 @@ async def test_dicom_store_key_not_found_when_missing(catalog: Catalog) -> None:
         await catalog.dicom_store_key(store_name("a"))
 
 
+@pytest.mark.parametrize("deleted", ["store", "dataset"])
+async def test_dicom_store_key_not_found_once_deleted_and_new_when_recreated(
+    catalog: Catalog, deleted: str
+) -> None:
+    await add_dataset(catalog)
+    name = await add_store(catalog, "a")
+    key = await catalog.dicom_store_key(name)
+    assert await catalog.dicom_store_key(name) == key  # asked twice: the second may be cached
+    if deleted == "store":
+        await catalog.delete_dicom_store(name)
+    else:
+        await catalog.delete_dataset(DATASET)
+    with pytest.raises(NotFound):
+        await catalog.dicom_store_key(name)
+    if deleted == "dataset":
+        await add_dataset(catalog)
+    await add_store(catalog, "a")
+    assert await catalog.dicom_store_key(name) not in (key, None)
+
+
 async def test_list_dicom_stores_ordered_by_id(catalog: Catalog) -> None:
     await add_dataset(catalog)
     for store_id in IDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,7 +57,8 @@ async def test_every_pydicom_file_is_stored_intact_or_refused_clearly(
         assert result.failure in set(FailureReason)
         assert result.detail
         assert metrics.instance_count == 0
-        assert await blobs.dicom_store_keys() == set()
+        for store_key in await blobs.dicom_store_keys():
+            assert await blobs.instance_keys(store_key) == set()
 
 
 async def test_duplicate_is_a_processing_failure_and_keeps_the_stored_copy(
@@ -184,3 +186,45 @@ async def test_ingest_cancelled_after_its_row_was_added_leaves_nothing(
         assert await blobs.instance_keys(store_key) == set()
     finally:
         await catalog.close()
+
+
+class SlowBlobStore(LocalBlobStore):
+    """Writes blobs only once `release` is set, in the writing thread, as a slow disk would."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def _write(self, folder: str, stem: str, source: BinaryIO) -> int:
+        self.started.set()
+        self.release.wait(30)
+        return super()._write(folder, stem, source)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "examples_palette.dcm"],
+    ids=["written-while-parsed", "parsed-then-written"],
+)
+async def test_ingest_cancelled_while_its_blob_is_written_leaves_nothing(
+    tmp_path: Path, catalog: SqliteCatalog, name: str
+) -> None:
+    blobs = SlowBlobStore(tmp_path / "slow-blobs")
+    await blobs.open()
+    await catalog.create_dataset(Dataset(DATASET))
+    await catalog.create_dicom_store(DicomStore(STORE))
+    operations = Operations(catalog, PageTokens(b"k" * 32), concurrency=1)
+    instances = Instances(catalog, blobs, operations)
+    payload = data_file(name).read_bytes()
+    task = asyncio.ensure_future(instances.ingest(STORE, io.BytesIO(payload)))
+    await asyncio.to_thread(blobs.started.wait, 30)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the clean-up waits for the write it cannot stop
+    blobs.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store_key = await catalog.dicom_store_key(STORE)
+    assert await catalog.instance_keys(store_key) == set()
+    assert await blobs.instance_keys(store_key) == set()

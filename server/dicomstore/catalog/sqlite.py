@@ -78,6 +78,9 @@ class SqliteCatalog(SqliteSearch):
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
         self._last_instance_key = 0
+        # Keys of stores looked up, forgotten when their store or dataset is deleted.
+        self._store_keys: dict[DicomStoreName, int] = {}
+        self._store_deletions = 0
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -210,7 +213,10 @@ class SqliteCatalog(SqliteSearch):
             db.execute("DELETE FROM datasets WHERE id = ?", (key,))
             return store_keys
 
-        return await self._write(tx)
+        try:
+            return await self._write(tx)
+        finally:
+            self._forget_store_keys(lambda store: store.dataset == name)
 
     # DICOM stores
 
@@ -251,7 +257,18 @@ class SqliteCatalog(SqliteSearch):
         return records.dicom_store(name, row["config"])
 
     async def dicom_store_key(self, name: DicomStoreName) -> int:
-        return int((await self._store_row(name))["id"])
+        key = self._store_keys.get(name)
+        if key is None:
+            deletions = self._store_deletions
+            key = int((await self._store_row(name))["id"])
+            if deletions == self._store_deletions:  # else the store may be gone already
+                self._store_keys[name] = key
+        return key
+
+    def _forget_store_keys(self, deleted: Callable[[DicomStoreName], bool]) -> None:
+        self._store_deletions += 1
+        for name in [name for name in self._store_keys if deleted(name)]:
+            del self._store_keys[name]
 
     async def list_dicom_stores(
         self, dataset: DatasetName, *, after: str, limit: int
@@ -279,7 +296,10 @@ class SqliteCatalog(SqliteSearch):
             db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
             return key
 
-        return await self._write(tx)
+        try:
+            return await self._write(tx)
+        finally:
+            self._forget_store_keys(lambda store: store == name)
 
     async def dicom_store_keys(self) -> set[int]:
         return {int(r[0]) for r in await self._all("SELECT id FROM dicom_stores", ())}

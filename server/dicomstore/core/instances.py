@@ -1,8 +1,9 @@
 """DICOM instances of a store: ingest (STOW-RS and import), lookup, and delete.
 
-`ingest` is the one path every write takes (STOW-RS now, import later): parse the header, write
-the blob durably under a key reserved in the catalog, then add the catalog row, which claims the
-UIDs (visible at once, or with the rest of its request); on any failure the row and the blob go.
+`ingest` is the one path every write takes (STOW-RS now, import later): parse the header and
+write the blob durably under a key reserved in the catalog (for a small instance both at once),
+then add the catalog row, which claims the UIDs (visible at once, or with the rest of its
+request); on any failure the row and the blob go.
 A per-instance failure (not DICOM, UID already stored, wrong study) is a result with a PS3.18
 Failure Reason, not an exception.
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import io
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -42,9 +45,10 @@ from dicomstore.dicom.reasons import FailureReason
 DELETE_STUDY_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteStudy"
 DELETE_SERIES_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteSeries"
 DELETE_JOB = "delete_dicom_resources"
-#: Instances up to this size are parsed on the event loop: a thread trip costs about 60 µs of
-#: CPU, a fifth of parsing a typical small instance, and 64 KiB holds too few elements for the
-#: parse to hold up the loop for long. Larger ones are parsed in a thread.
+#: Instances up to this size are parsed on the event loop while their blob is written: a thread
+#: trip costs about 60 µs of CPU, a fifth of parsing a typical small instance, and 64 KiB holds
+#: too few elements for the parse to hold up the loop for long. Larger ones are parsed in a
+#: thread, then written.
 INLINE_PARSE_BYTES: Final = 64 << 10
 
 
@@ -80,6 +84,22 @@ def _new_instance(header: InstanceHeader) -> NewInstance:
         metadata=header.metadata,
         attributes=header.attributes,
     )
+
+
+def _checked(source: BinaryIO, study_uid: str | None) -> InstanceHeader | Ingested:
+    """The instance's header, or the failed result of an instance that is not usable or not
+    of the study `study_uid` (when given)."""
+    try:
+        header = read_header(source)
+    except InvalidInstance as exc:
+        return Ingested(failure=exc.reason, detail=exc.message)
+    if study_uid is not None and header.study_uid != study_uid:
+        return _failed(
+            Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid),
+            FailureReason.STUDY_INSTANCE_UID_MISMATCH,
+            f"the instance belongs to study {header.study_uid}, not {study_uid}",
+        )
+    return header
 
 
 def _describe(study_uid: str, series_uid: str | None, sop_uid: str | None) -> str:
@@ -125,38 +145,67 @@ class Instances:
         after `abandon`, or after a crash): a request's instances then appear together, when it
         is acknowledged. Raises NotFound only when the store itself is missing.
         """
-        try:
-            header = await self._read_header(source)
-        except InvalidInstance as exc:
-            return Ingested(failure=exc.reason, detail=exc.message)
-        result = Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
-        if study_uid is not None and header.study_uid != study_uid:
-            return _failed(
-                result,
-                FailureReason.STUDY_INSTANCE_UID_MISMATCH,
-                f"the instance belongs to study {header.study_uid}, not {study_uid}",
-            )
-        key = await self._catalog.reserve_instance_key(store)
-        try:
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        if size > INLINE_PARSE_BYTES:
+            # Parsed in a thread, then written: both read `source`.
+            outcome = await asyncio.to_thread(_checked, source, study_uid)
+            if isinstance(outcome, Ingested):
+                return outcome
+            key = await self._catalog.reserve_instance_key(store)
             source.seek(0)
-            size = await self._blobs.write(key.store_key, key.instance_key, source)
-            try:
-                await self._catalog.add_instance(key, _new_instance(header), size, visible=commit)
-            except (AlreadyExists, Aborted) as exc:
-                await self._blobs.delete(key.store_key, key.instance_key)
-                return _failed(result, FailureReason.PROCESSING_FAILURE, exc.message)
+            return await self._write_and_record(key, source, lambda: outcome, commit)
+        # Small: the blob is written (in a thread, mostly waiting on the disk) while the header
+        # is parsed on the event loop; an instance found unusable then has its blob removed.
+        data = source.read()
+        key = await self._catalog.reserve_instance_key(store)
+        check = functools.partial(_checked, io.BytesIO(data), study_uid)
+        return await self._write_and_record(key, io.BytesIO(data), check, commit)
+
+    async def _write_and_record(
+        self,
+        key: InstanceKey,
+        source: BinaryIO,
+        check: Callable[[], InstanceHeader | Ingested],
+        commit: bool,
+    ) -> Ingested:
+        """Write the blob of `key` while `check` runs, then record the instance if it passed.
+
+        The write runs as its own task, awaited through a shield: cancelling the ingest must
+        not cancel the wait for a write whose thread cannot be stopped.
+        """
+        writing = asyncio.ensure_future(self._blobs.write(key.store_key, key.instance_key, source))
+        try:
+            outcome = check()
+            if isinstance(outcome, Ingested):
+                await asyncio.shield(self._discard(key, writing))
+                return outcome
+            return await self._record(key, outcome, await asyncio.shield(writing), commit)
         except BaseException:
-            # Also when cancelled while the row is being added: the removal queues after it.
-            await asyncio.shield(self._forget(key))
+            await asyncio.shield(self._discard(key, writing))
             raise
+
+    async def _record(
+        self, key: InstanceKey, header: InstanceHeader, blob_size: int, commit: bool
+    ) -> Ingested:
+        """Add the catalog row of an instance whose blob is durable; a UID conflict (or a
+        study being deleted) is a failed result, its blob removed. Raises on anything else,
+        leaving the clean-up to the caller."""
+        result = Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
+        try:
+            await self._catalog.add_instance(key, _new_instance(header), blob_size, visible=commit)
+        except (AlreadyExists, Aborted) as exc:
+            await self._blobs.delete(key.store_key, key.instance_key)
+            return _failed(result, FailureReason.PROCESSING_FAILURE, exc.message)
         return result if commit else dataclasses.replace(result, pending=key)
 
-    @staticmethod
-    async def _read_header(source: BinaryIO) -> InstanceHeader:
-        """Parse on the event loop when the instance is small: a thread trip would cost more."""
-        if source.seek(0, os.SEEK_END) <= INLINE_PARSE_BYTES:
-            return read_header(source)
-        return await asyncio.to_thread(read_header, source)
+    async def _discard(self, key: InstanceKey, writing: asyncio.Future[int]) -> None:
+        """Forget a reserved instance once its blob write has ended: a write still running in
+        its thread would otherwise put the blob back after its removal."""
+        await asyncio.wait([writing])
+        if not writing.cancelled():
+            writing.exception()  # retrieved: the caller reports what matters
+        await self._forget(key)
 
     async def commit(self, results: Sequence[Ingested]) -> None:
         """Make the pending instances of `results` visible, all in one transaction."""

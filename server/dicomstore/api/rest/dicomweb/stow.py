@@ -21,10 +21,11 @@ by configuration, not by the body. A body of at most `SPOOL_THRESHOLD` is parsed
 loop, where a thread hop would cost more than the work, and an instance held in memory is
 ingested from a BytesIO. A part larger than `--max-instance-bytes` is 413, a malformed body 400,
 an empty body or one without any instance 400: request-level errors with Google's JSON error
-body. Each instance is written durably as soon as its part is complete but stays invisible; the
-request's instances become visible together, in one catalog transaction, just before the
-response is sent. A request that fails (or a crash, or a client that goes away) leaves none of
-its instances behind.
+body. Each instance of a multipart body is written durably as soon as its part is complete but
+stays invisible; the request's instances become visible together, in one catalog transaction,
+just before the response is sent. A request that fails (or a crash, or a client that goes away)
+leaves none of its instances behind. A single-part body is ingested once it has been read whole,
+and becomes visible in the transaction that records it.
 
 Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
 with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
@@ -164,7 +165,7 @@ class _Stow:
         media_type = negotiate(request.headers.get("accept"))
         context = self._context
         store = context.store_name(request)
-        await context.stores.get(str(store))
+        await context.stores.require(store)
         study: str | None = request.path_params.get("study")
         if study is not None and not is_valid_uid(study):
             raise InvalidArgument(
@@ -320,7 +321,7 @@ class _Upload:
         if not size:
             raise HTTPException(400, "the request body is empty")
         head.seek(0)
-        await self._ingest(head)
+        await self._ingest(head, whole_body=True)
 
     async def _read_spooled(self, head: io.BytesIO, chunks: AsyncIterator[bytes]) -> None:
         """Ingest a body that outgrew memory: `head` holds its start, `chunks` the rest."""
@@ -338,7 +339,7 @@ class _Upload:
                         raise _too_large(limit)
                     await asyncio.to_thread(body.write, batch)
             body.seek(0)
-            await self._ingest(cast(BinaryIO, body))
+            await self._ingest(cast(BinaryIO, body), whole_body=True)
         finally:
             body.close()
 
@@ -416,9 +417,11 @@ class _Upload:
         else:
             await self._complete(await asyncio.to_thread(self._json.add_bulk, part, content_type))
 
-    async def _ingest(self, source: BinaryIO) -> None:
+    async def _ingest(self, source: BinaryIO, *, whole_body: bool = False) -> None:
+        """Ingest one instance, invisible until the request's end unless it is the whole body
+        (single part), which is then complete: visible at once, one transaction fewer."""
         result = await self._context.instances.ingest(
-            self._store, source, study_uid=self._study, commit=False
+            self._store, source, study_uid=self._study, commit=whole_body
         )
         self.results.append(result)
 
