@@ -34,14 +34,8 @@ class SqliteSearch:
         tokens = [(instance_key, k, t) for k, t in qido.token_entries(instance.attributes)]
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT INTO instance_attributes (instance_key, keyword, value) VALUES (?, ?, ?)",
-                attributes,
-            )
-            db.executemany(
-                "INSERT INTO person_name_tokens (instance_key, keyword, token) VALUES (?, ?, ?)",
-                tokens,
-            )
+            _insert_rows(db, "instance_attributes (instance_key, keyword, value)", attributes)
+            _insert_rows(db, "person_name_tokens (instance_key, keyword, token)", tokens)
 
         return write
 
@@ -330,3 +324,16 @@ def _instance_matches(rows: Sequence[sqlite3.Row]) -> list[Match]:
         )
         for r in rows
     ]
+
+
+#: Rows per INSERT statement; each takes three parameters (SQLite allows 32,766 since 3.32).
+_ROWS_PER_INSERT = 500
+
+
+def _insert_rows(db: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, Any, Any]]) -> None:
+    """Insert rows of three values with one multi-row statement per `_ROWS_PER_INSERT`, not one
+    statement per row: each statement hands the GIL back and forth with the event loop."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+        db.execute(f"INSERT INTO {into} VALUES {marks}", [v for row in chunk for v in row])

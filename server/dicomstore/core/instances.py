@@ -1,9 +1,8 @@
 """DICOM instances of a store: ingest (STOW-RS and import), lookup, and delete.
 
-`ingest` is the one path every write takes (STOW-RS now, import later): parse the header and
-write the blob durably under a key reserved in the catalog (for a small instance both at once),
-then add the catalog row, which claims the UIDs (visible at once, or with the rest of its
-request); on any failure the row and the blob go.
+`ingest` is the one path every write takes (STOW-RS now, import later): parse the header, write
+the blob durably under a key reserved in the catalog, then add the catalog row, which claims the
+UIDs (visible at once, or with the rest of its request); on any failure the row and the blob go.
 A per-instance failure (not DICOM, UID already stored, wrong study) is a result with a PS3.18
 Failure Reason, not an exception.
 
@@ -17,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import io
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -45,10 +42,10 @@ from dicomstore.dicom.reasons import FailureReason
 DELETE_STUDY_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteStudy"
 DELETE_SERIES_METHOD = "google.cloud.healthcare.v1.dicomweb.DicomWebService.DeleteSeries"
 DELETE_JOB = "delete_dicom_resources"
-#: Instances up to this size are parsed on the event loop while their blob is written: a thread
-#: trip costs about 60 µs of CPU, a fifth of parsing a typical small instance, and 64 KiB holds
-#: too few elements for the parse to hold up the loop for long. Larger ones are parsed in a
-#: thread, then written.
+#: Instances up to this size are parsed on the event loop: a thread trip costs about 60 µs of
+#: CPU, a fifth of parsing a typical small instance, and 64 KiB holds too few elements for the
+#: parse to hold up the loop for long. Larger ones are parsed in a thread. (Parsing while the
+#: blob is written gains nothing: the writing thread waits for the GIL the parse holds.)
 INLINE_PARSE_BYTES: Final = 64 << 10
 
 
@@ -147,40 +144,20 @@ class Instances:
         """
         size = source.seek(0, os.SEEK_END)
         source.seek(0)
-        if size > INLINE_PARSE_BYTES:
-            # Parsed in a thread, then written: both read `source`.
+        if size <= INLINE_PARSE_BYTES:
+            outcome = _checked(source, study_uid)
+        else:
             outcome = await asyncio.to_thread(_checked, source, study_uid)
-            if isinstance(outcome, Ingested):
-                return outcome
-            key = await self._catalog.reserve_instance_key(store)
-            source.seek(0)
-            return await self._write_and_record(key, source, lambda: outcome, commit)
-        # Small: the blob is written (in a thread, mostly waiting on the disk) while the header
-        # is parsed on the event loop; an instance found unusable then has its blob removed.
-        data = source.read()
+        if isinstance(outcome, Ingested):
+            return outcome
         key = await self._catalog.reserve_instance_key(store)
-        check = functools.partial(_checked, io.BytesIO(data), study_uid)
-        return await self._write_and_record(key, io.BytesIO(data), check, commit)
-
-    async def _write_and_record(
-        self,
-        key: InstanceKey,
-        source: BinaryIO,
-        check: Callable[[], InstanceHeader | Ingested],
-        commit: bool,
-    ) -> Ingested:
-        """Write the blob of `key` while `check` runs, then record the instance if it passed.
-
-        The write runs as its own task, awaited through a shield: cancelling the ingest must
-        not cancel the wait for a write whose thread cannot be stopped.
-        """
+        source.seek(0)
+        # The write runs as its own task, awaited through a shield: cancelling the ingest must
+        # not cancel the wait for a write whose thread cannot be stopped.
         writing = asyncio.ensure_future(self._blobs.write(key.store_key, key.instance_key, source))
         try:
-            outcome = check()
-            if isinstance(outcome, Ingested):
-                await asyncio.shield(self._discard(key, writing))
-                return outcome
-            return await self._record(key, outcome, await asyncio.shield(writing), commit)
+            blob_size = await asyncio.shield(writing)
+            return await self._record(key, outcome, blob_size, commit)
         except BaseException:
             await asyncio.shield(self._discard(key, writing))
             raise
