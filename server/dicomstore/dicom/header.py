@@ -45,8 +45,10 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
+from pydicom.filereader import read_dataset as read_data_set
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, PrivateTransferSyntaxes
 
 from dicomstore.dicom.dicomjson import Decoded, decode_values, to_dicom_json
 from dicomstore.dicom.reasons import FailureReason
@@ -183,16 +185,28 @@ def read_dataset(source: BinaryIO | IO[bytes]) -> FileDataset:
 def _read(fp: BinaryIO | IO[bytes], max_inflated_bytes: int) -> InstanceHeader:
     fp.seek(0)
     transfer_syntax, data_set_offset = _read_file_meta(fp)
-    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    deflated = transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    if deflated:
         fp.seek(data_set_offset)
         _check_inflated_size(fp, max_inflated_bytes)
-    fp.seek(0)
     try:
-        dataset = dcmread(fp, defer_size=DEFER_SIZE, force=False)
-        # A deflated data set is parsed from pydicom's inflated copy, kept as its buffer.
         stream = fp
-        if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN and dataset.buffer is not None:
-            stream = dataset.buffer  # type: ignore[assignment]
+        if deflated or transfer_syntax in PrivateTransferSyntaxes:
+            fp.seek(0)
+            dataset: Dataset = dcmread(fp, defer_size=DEFER_SIZE, force=False)
+            # A deflated data set is parsed from pydicom's inflated copy, kept as its buffer.
+            if deflated and dataset.buffer is not None:
+                stream = dataset.buffer
+        else:
+            # The data set alone, after the File Meta Information read above: dcmread would
+            # read that again, which costs as much as the data set of a small instance.
+            fp.seek(data_set_offset)
+            implicit = transfer_syntax == ImplicitVRLittleEndian
+            little = transfer_syntax != ExplicitVRBigEndian
+            read = read_data_set(fp, implicit, little, defer_size=DEFER_SIZE)  # type: ignore[arg-type]
+            # A FileDataset (with no File Meta) reads its deferred values from `fp`.
+            dataset = FileDataset(fp, read, is_implicit_VR=implicit, is_little_endian=little)
+            dataset.set_original_encoding(implicit, little, read.original_character_set)
         position = stream.tell()
         _check_complete(dataset, position=position, size=stream.seek(0, os.SEEK_END))
         return _header(dataset, transfer_syntax)
@@ -352,7 +366,7 @@ def _may_be_sequence(elem: RawDataElement) -> bool:
         return True
 
 
-def _header(dataset: FileDataset, transfer_syntax: str) -> InstanceHeader:
+def _header(dataset: Dataset, transfer_syntax: str) -> InstanceHeader:
     # pydicom's conversion runs only for what `decode_values` leaves (None), in the order it
     # always ran (UIDs, index attributes, the rest), so a failure is reported as before.
     found = decode_values(dataset, _FOUND_TAGS)
