@@ -37,6 +37,7 @@ def instance(
     patient_id: str = "P1",
     date: str = "20200105",
     modality: str = "CT",
+    institution: str = "General",
 ) -> NewInstance:
     study_json = {
         "00080020": one("DA", date),
@@ -63,6 +64,7 @@ def instance(
             "PatientID": patient_id,
             "StudyDate": date,
             "Modality": modality,
+            "InstitutionName": institution,
         },
     )
 
@@ -72,7 +74,15 @@ CORPUS = (
     instance("1.1", "1.1.1", "1.1.1.1"),
     instance("1.1", "1.1.1", "1.1.1.2"),
     instance("1.1", "1.1.2", "1.1.2.1", modality="MR"),
-    instance("2.1", "2.1.1", "2.1.1.1", patient="Smith^Jane", patient_id="P2", date="20210310"),
+    instance(
+        "2.1",
+        "2.1.1",
+        "2.1.1.1",
+        patient="Smith^Jane",
+        patient_id="P2",
+        date="20210310",
+        institution="St Mary",
+    ),
     instance("3.1", "3.1.1", "3.1.1.1", patient="Müller^Jürgen", patient_id="P3", date="20191231"),
 )
 
@@ -169,6 +179,22 @@ async def test_search_returns_each_level_within_its_scope_in_stored_order(
         (Level.STUDIES, [Condition("PatientName", MatchKind.TOKENS, ("ja", "zz"))], ["2.1"]),
         (Level.STUDIES, [Condition("PatientName", MatchKind.TOKENS, ("jurgen",))], ["3.1"]),
         (Level.STUDIES, [Condition("PatientName", MatchKind.TOKENS, ("ohn",))], []),
+        # Keywords Google does not search on: no index of their own, tested instance by instance.
+        (Level.STUDIES, [exact("InstitutionName", "St Mary")], ["2.1"]),
+        (Level.STUDIES, [exact("SOPClassUID", CT_IMAGE)], ["1.1", "2.1", "3.1"]),
+        (Level.INSTANCES, [exact("SOPClassUID", "1.2.3")], []),
+        (
+            Level.INSTANCES,
+            [exact("InstitutionName", "General"), exact("PatientID", "P1")],
+            ["1.1.1.1", "1.1.1.2", "1.1.2.1"],
+        ),
+        (Level.SERIES, [exact("SOPClassUID", CT_IMAGE), exact("Modality", "MR")], ["1.1.2"]),
+        (Level.SERIES, [Condition("InstitutionName", MatchKind.RANGE, ("H", ""))], ["2.1.1"]),
+        (
+            Level.STUDIES,
+            [Condition("InstitutionName", MatchKind.WILDCARD, ("Gen*",))],
+            ["1.1", "3.1"],
+        ),
     ],
 )
 async def test_search_keeps_what_matches_every_condition(

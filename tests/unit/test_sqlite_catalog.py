@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from dicomstore.catalog import sqlite_search
 from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.catalog.sqlite_search import DRIVING_KEYWORDS
 from dicomstore.core.errors import FailedPrecondition
 from dicomstore.core.model import Dataset
 from dicomstore.core.names import DatasetName, LocationName
+from dicomstore.dicom.qido import Condition, MatchKind
 
 DATASET = DatasetName(LocationName("p", "l"), "d")
 
@@ -78,3 +81,24 @@ async def test_journal_mode_is_wal(tmp_path: Path) -> None:
         assert pragma(path, "journal_mode") == "wal"
     finally:
         await catalog.close()
+
+
+async def test_each_driving_keyword_has_its_value_index_and_searches_use_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.sqlite3"
+    catalog = SqliteCatalog(path)
+    await catalog.open()
+    await catalog.close()
+    with sqlite3.connect(path) as db:
+        names = {
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'"
+                " AND tbl_name = 'instance_attributes' AND sql IS NOT NULL"
+            )
+        }
+        assert names == {f"instance_attributes_{keyword}" for keyword in DRIVING_KEYWORDS}
+        sql, params = sqlite_search._hits(Condition("PatientID", MatchKind.EXACT, ("P1",)))
+        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "instance_attributes_PatientID" in plan, plan

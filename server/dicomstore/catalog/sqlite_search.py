@@ -10,12 +10,29 @@ import json
 import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom import qido
 from dicomstore.dicom.qido import Condition, Level, Match, MatchKind, Query
+
+#: Keywords whose values have an index (`instance_attributes_<keyword>`, migration 0004):
+#: the keys Google lets one search on. A condition on another keyword never drives a search; it
+#: is tested on the instances the other conditions (or a walk in key order) lead to.
+DRIVING_KEYWORDS: Final = frozenset(
+    {
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "PatientName",
+        "PatientID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "StudyDate",
+        "Modality",
+    }
+)
 
 
 class SqliteSearch:
@@ -52,25 +69,28 @@ class SqliteSearch:
     async def _driving_condition(self, query: Query) -> Condition | None:
         """The condition to read matches from, or None to walk rows in order and test each.
 
-        Each condition's matching instances are counted from the index, up to `_count_cap`,
-        and the two plans costed by `_drive`. When the path names the study or series, its
-        few rows are walked.
+        Each indexed condition's matching instances are counted from the index, up to
+        `_count_cap`, and the two plans costed by `_drive`. When the path names the study or
+        series, its few rows are walked.
         """
-        if not query.conditions or query.study_uid is not None or query.series_uid is not None:
+        if query.study_uid is not None or query.series_uid is not None:
+            return None
+        candidates = [c for c in query.conditions if _indexed(c)]
+        if not candidates:
             return None
         total = int((await self._one("SELECT MAX(id) FROM instances", ()) or [0])[0] or 0)
         cap = _count_cap(total, query.limit + query.offset)
         counts, params = [], []
-        for condition in query.conditions:
+        for condition in candidates:
             sql, values = _hits(condition)
             counts.append(f"(SELECT COUNT(*) FROM ({sql} LIMIT {cap}))")
             params += values
         row = await self._one(f"SELECT {', '.join(counts)}", params)
         assert row is not None
-        hits = [int(row[n]) for n in range(len(query.conditions))]
+        hits = [int(row[n]) for n in range(len(candidates))]
         if not _drive(hits, total, query.limit + query.offset):
             return None
-        return query.conditions[hits.index(min(hits))]
+        return candidates[hits.index(min(hits))]
 
     async def _search_studies(
         self, store_key: int, query: Query, driver: Condition | None, probes: list[Condition]
@@ -259,7 +279,15 @@ def _branches(condition: Condition) -> tuple[str, list[tuple[str, list[Any]]]]:
         if prefix:
             where = "value >= ? AND value < ? AND " + where
             values = [*qido.prefix_bounds(prefix), *values]
+    if condition.keyword in DRIVING_KEYWORDS:
+        # A literal, not a parameter: SQLite uses a partial index only for terms it can see.
+        return "instance_attributes", [(f"keyword = '{condition.keyword}' AND {where}", values)]
     return "instance_attributes", [(f"keyword = ? AND {where}", [condition.keyword, *values])]
+
+
+def _indexed(condition: Condition) -> bool:
+    """Whether an index yields the instances matching `condition`."""
+    return condition.kind is MatchKind.TOKENS or condition.keyword in DRIVING_KEYWORDS
 
 
 def _count_cap(total: int, wanted: int) -> int:
