@@ -117,7 +117,8 @@ def instance(number: int, study: str = "1.2.826.0.1.3") -> bytes:
 
 
 def instance_of_size(size: int, number: int = 1) -> bytes:
-    """An instance of exactly `size` bytes (even): 16-bit pixels topped up with a comment."""
+    """An instance of exactly `size` bytes (even): rows of 512 16-bit pixels, topped up with a
+    comment."""
 
     def build(rows: int, comment: str) -> bytes:
         return part10(
@@ -126,7 +127,7 @@ def instance_of_size(size: int, number: int = 1) -> bytes:
                 SeriesInstanceUID="1.2.826.0.1.3.4",
                 SOPInstanceUID=f"1.2.826.0.1.3.4.{number}",
                 Rows=rows,
-                Columns=64,
+                Columns=512,
                 BitsAllocated=16,
                 BitsStored=16,
                 HighBit=15,
@@ -134,11 +135,11 @@ def instance_of_size(size: int, number: int = 1) -> bytes:
                 SamplesPerPixel=1,
                 PhotometricInterpretation="MONOCHROME2",
                 ImageComments=comment,
-                PixelData=bytes([number]) * (rows * 128),
+                PixelData=bytes([number]) * (rows * 1024),
             )
         )
 
-    rows, extra = divmod(size - len(build(0, "")), 128)
+    rows, extra = divmod(size - len(build(0, "")), 1024)
     payload = build(rows, "x" * extra)
     assert len(payload) == size
     return payload
@@ -956,25 +957,8 @@ async def test_empty_metadata_array_is_400(client: httpx.AsyncClient) -> None:
 # --- a real socket: streaming, and a real DICOMweb client ---------------------------------------
 
 
-def large_instance(number: int, size: int) -> bytes:
-    rows = size // 1024
-    ds = new_instance(
-        SOPInstanceUID=f"1.2.826.0.1.3.4.{number}",
-        Rows=rows,
-        Columns=512,
-        BitsAllocated=16,
-        BitsStored=16,
-        HighBit=15,
-        PixelRepresentation=0,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
-        PixelData=bytes([number]) * (rows * 1024),
-    )
-    return part10(ds)
-
-
 async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
-    payloads = [large_instance(n, 16 << 20) for n in (1, 2, 3)]
+    payloads = [instance_of_size(16 << 20, n) for n in (1, 2, 3)]
     body = dicom_parts(*payloads)
     del payloads
 
@@ -1003,11 +987,11 @@ async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
     (found,) = await app.catalog.find_instances(
         DicomStoreName.parse(STORE), "1.2.826.0.1.3", "1.2.826.0.1.3.4", "1.2.826.0.1.3.4.2"
     )
-    assert found.blob_size == len(large_instance(2, 16 << 20))
+    assert found.blob_size == len(instance_of_size(16 << 20, 2))
 
 
 async def test_large_single_part_body_streams_in_bounded_memory(app: App) -> None:
-    payload = large_instance(1, 16 << 20)
+    payload = instance_of_size(16 << 20, 1)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
         await create_store(http)
         tracemalloc.start()
