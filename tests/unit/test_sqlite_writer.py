@@ -72,6 +72,17 @@ async def test_failing_job_in_a_group_is_rolled_back_alone(
     assert rows(tmp_path / "w.sqlite3", "t") == [1, 2]  # 100 went with its job
 
 
+async def test_failing_job_alone_is_rolled_back(writer: SqliteWriter, tmp_path: Path) -> None:
+    def half_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (v) VALUES (100)")
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await writer.run(half_then_fail)
+    assert await writer.run(insert(1)) == 1  # the writer goes on, outside any transaction
+    assert rows(tmp_path / "w.sqlite3", "t") == [1]
+
+
 async def test_failed_commit_fails_every_job_of_the_group(
     writer: SqliteWriter, tmp_path: Path
 ) -> None:

@@ -5,7 +5,8 @@ on the writer thread in one trip. (Through aiosqlite every statement is a trip o
 60 µs of CPU each; storing one instance took a dozen.)
 
 Group commit: functions queued while a transaction runs or commits go together into the next
-one, each inside its own SAVEPOINT. A function that raises is rolled back alone and its caller
+one, each inside its own SAVEPOINT (a function alone needs none: its transaction is rolled back
+if it raises). A function that raises is rolled back alone and its caller
 gets the exception; the others commit together, with one fsync of the WAL. Every caller learns
 its result only once that COMMIT has returned, so an acknowledged write is durable; if the
 COMMIT itself fails, every function of the group fails with its error.
@@ -81,20 +82,27 @@ class SqliteWriter:
     def _transaction(self, group: list[tuple[Job, asyncio.Future[Any]]]) -> list[_Outcome]:
         db = self._connection
         outcomes: list[_Outcome] = []
+        # A job alone needs no savepoint: if it fails, the transaction is rolled back. (Each
+        # statement saved is a GIL hand-off with the event loop.)
+        alone = len(group) == 1
         try:
             db.execute("BEGIN IMMEDIATE")
             for job, future in group:
-                db.execute("SAVEPOINT job")
+                if not alone:
+                    db.execute("SAVEPOINT job")
                 try:
                     result = job(db)
                 except Exception as exc:
+                    if alone:
+                        raise
                     db.execute("ROLLBACK TO job")
                     outcomes.append((future, None, exc))
                 else:
                     outcomes.append((future, result, None))
-                db.execute("RELEASE job")
+                if not alone:
+                    db.execute("RELEASE job")
             db.execute("COMMIT")
-        except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing was written
+        except Exception as exc:  # BEGIN, a savepoint, COMMIT or a lone job failed: nothing written
             if db.in_transaction:
                 db.execute("ROLLBACK")
             return [(future, None, exc) for _, future in group]
