@@ -957,28 +957,30 @@ async def test_empty_metadata_array_is_400(client: httpx.AsyncClient) -> None:
 # --- a real socket: streaming, and a real DICOMweb client ---------------------------------------
 
 
+async def post_in_chunks(
+    http: httpx.AsyncClient, body: bytes, headers: dict[str, str]
+) -> tuple[httpx.Response, int]:
+    """POST `body` to STUDIES in 64 KiB chunks; the response and the peak of the memory
+    traced meanwhile (server and client share this process)."""
+    tracemalloc.start()
+    try:
+        response = await http.post(
+            STUDIES, content=in_chunks(body, 64 << 10), headers=headers, timeout=60
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return response, peak
+
+
 async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
     payloads = [instance_of_size(16 << 20, n) for n in (1, 2, 3)]
     body = dicom_parts(*payloads)
     del payloads
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 64 << 10):
-            yield body[start : start + (64 << 10)]
-
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
         await create_store(http)
-        tracemalloc.start()
-        try:
-            response = await http.post(
-                STUDIES,
-                content=chunks(),
-                headers={"Content-Type": MULTIPART, **ACCEPT_JSON},
-                timeout=60,
-            )
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        headers = {"Content-Type": MULTIPART, **ACCEPT_JSON}
+        response, peak = await post_in_chunks(http, body, headers)
         assert response.status_code == 200, response.text
         assert len(referenced_uids(response.json())) == 3
         # Three 16 MiB instances in a 48 MiB body: nothing near one instance is held in memory.
@@ -994,17 +996,7 @@ async def test_large_single_part_body_streams_in_bounded_memory(app: App) -> Non
     payload = instance_of_size(16 << 20, 1)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
         await create_store(http)
-        tracemalloc.start()
-        try:
-            response = await http.post(
-                STUDIES,
-                content=in_chunks(payload, 64 << 10),
-                headers={"Content-Type": DICOM},
-                timeout=60,
-            )
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        response, peak = await post_in_chunks(http, payload, {"Content-Type": DICOM})
         assert response.status_code == 200, response.text
         # Past SPOOL_THRESHOLD the body goes to disk: nothing near the 16 MiB is held in memory.
         assert peak < 8 << 20, peak
