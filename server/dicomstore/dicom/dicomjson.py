@@ -34,7 +34,7 @@ import math
 import re
 import struct
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from pydicom import config
 from pydicom.charset import default_encoding, python_encoding
@@ -189,10 +189,8 @@ def decode_values(dataset: Dataset, tags: Collection[int]) -> dict[int, Decoded 
     for tag, raw in dataset.items():
         number = int(tag)
         if number in tags:
-            plain = decode and isinstance(raw, RawDataElement)
-            found[number] = (
-                _decode(raw, ascii_text) if plain and isinstance(raw, RawDataElement) else None
-            )
+            raw_bytes = decode and isinstance(raw, RawDataElement)
+            found[number] = _decode(cast(RawDataElement, raw), ascii_text) if raw_bytes else None
     return found
 
 
