@@ -71,15 +71,16 @@ class LocalBlobStore:
         for partial in self._root.glob(f"*/*/*{_PARTIAL}"):
             partial.unlink(missing_ok=True)
 
+    def _folder(self, store_key: int, instance_key: int) -> str:
+        return f"{self._root_name}/{store_key}/{instance_key % 256:02x}"
+
     def _path(self, store_key: int, instance_key: int) -> Path:
-        return (
-            self._root / str(store_key) / f"{instance_key % 256:02x}" / f"{instance_key}{_SUFFIX}"
-        )
+        return Path(f"{self._folder(store_key, instance_key)}/{instance_key}{_SUFFIX}")
 
     async def write(self, store_key: int, instance_key: int, source: BinaryIO) -> int:
         """Copy `source` (from its current position) into a durable blob; return its size."""
         # One thread trip, plain `os` calls, no mkdir: for a small blob the two fsyncs dominate.
-        folder = f"{self._root_name}/{store_key}/{instance_key % 256:02x}"
+        folder = self._folder(store_key, instance_key)
         return await asyncio.to_thread(self._write, folder, f"{folder}/{instance_key}", source)
 
     def _write(self, folder: str, stem: str, source: BinaryIO) -> int:

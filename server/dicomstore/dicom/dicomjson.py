@@ -224,7 +224,7 @@ def _dataset_json(
             if _omitted_sequence(raw, max_sequence_bytes):
                 continue
         elif decode and isinstance(raw, RawDataElement):
-            found = decoded.get(tag) or _decode(raw, ascii_text)
+            found = decoded[tag] if tag in decoded else _decode(raw, ascii_text)
             if found is not None:
                 result[key] = _decoded_json(tag, found, prefix + key, bulkdata_uri)
                 continue
