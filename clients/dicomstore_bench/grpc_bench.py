@@ -30,7 +30,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ import grpc
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dicomstore_bench.servers import free_port, server_process
 
 SCENARIOS = ("GetDicomStore", "ListDicomStores", "CreateDicomStore")
 LOCATION = "projects/bench/locations/local"
@@ -167,13 +168,6 @@ def _workers(count: int) -> Iterator[list[Connection]]:
                 proc.terminate()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     with grpc.insecure_channel(target) as channel:
@@ -193,25 +187,14 @@ def _wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path) -> None
 def _own_server() -> Iterator[str]:
     """Run `dicomstore serve` on a temporary data dir; SIGTERM it on exit."""
     with tempfile.TemporaryDirectory(prefix="dicomstore-bench-") as tmp:
-        port, log = _free_port(), Path(tmp, "server.log")
+        port, log = free_port(), Path(tmp, "server.log")
         command = [sys.executable, "-m", "dicomstore.cli", "serve", "--grpc-port", str(port)]
         command += ["--http-port", "0", "--data-dir", str(Path(tmp, "data"))]
         command += ["--log-level", "warning"]
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-        try:
+        with server_process(command, log, "server") as proc:
             target = f"127.0.0.1:{port}"
             _wait_serving(target, proc, log)
             yield target
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.returncode:
-                print(f"server exited with {proc.returncode}:\n{log.read_text()}", file=sys.stderr)
 
 
 async def _setup(target: str, stores: int) -> tuple[str, str]:

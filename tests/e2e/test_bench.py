@@ -1,0 +1,77 @@
+"""The two benchmark commands, run as a user runs them, on tiny settings: they start their own
+server, measure every workload without a failed request and report it as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from typing import Any
+
+
+def _run(module: str, *args: str) -> tuple[int, dict[str, Any], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", f"dicomstore_bench.{module}", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_dicomweb_bench_measures_every_workload_and_says_orthanc_is_missing() -> None:
+    code, report, stderr = _run(
+        "dicomweb_bench",
+        "--orthanc-bin",
+        "/nonexistent/Orthanc",
+        "--duration",
+        "0.2",
+        "--qido-instances",
+        "40",
+        "--qido-queries",
+        "2",
+        "--wado-study-mb",
+        "1",
+        "--load-concurrency",
+        "4",
+    )
+
+    assert code == 0, stderr
+    assert "Orthanc is missing: /nonexistent/Orthanc is not an executable" in stderr
+    assert report["versions"]["orthanc"].startswith("Orthanc is missing")
+    rows = {(row["workload"], row["unit"]): row for row in report["rows"]}
+    expected = [
+        *(f"STOW {size} c={c}" for size in ("10 KB", "0.5 MB") for c in (1, 4, 16)),
+        "STOW multipart 10/request c=4 (QIDO load)",
+        "QIDO mix c=1",
+        "QIDO mix c=4",
+        "WADO study (multipart) c=1",
+        "WADO instance (multipart) c=4",
+        "WADO instance (application/dicom) c=4",
+        "peak RSS, whole run (and VmHWM)",
+    ]
+    assert set(expected) <= {workload for workload, _ in rows}
+    for row in report["rows"]:
+        assert not row["errors"], row
+        assert set(row["values"]) == {"dicomstore"}, row
+        value = row["values"]["dicomstore"]
+        assert value is not None and math.isfinite(value) and value > 0, row
+        assert row["ratio"] is None  # nothing to compare with
+    assert rows[("QIDO mix c=1", "p50 ms")]["values"]["dicomstore"] > 0
+    assert rows[("peak RSS, whole run (and VmHWM)", "MB")]["met"] is True
+
+
+def test_grpc_bench_measures_every_scenario_on_its_own_server() -> None:
+    code, report, stderr = _run(
+        "grpc_bench", "--duration", "0.2", "--concurrency", "1,4", "--stores", "30"
+    )
+
+    assert code == 0, stderr
+    assert report["own_server"] is True
+    measured = {(row["scenario"], row["concurrency"]): row for row in report["rows"]}
+    scenarios = ("GetDicomStore", "ListDicomStores", "CreateDicomStore")
+    assert set(measured) == {(s, c) for s in scenarios for c in (1, 4)}
+    for row in measured.values():
+        assert row["errors"] == 0, row
+        assert row["calls_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], row
