@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from dicomstore.core.errors import AlreadyExists, NotFound
-from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance
+from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
+from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance, NewInstanceRow
 from dicomstore.core.names import DatasetName, DicomStoreName
 from dicomstore.core.ports import Catalog
 
@@ -127,6 +127,55 @@ async def test_concurrent_adds_are_all_stored(stores: Catalog) -> None:
     assert await stores.instance_keys(keys[0].store_key) == {k.instance_key for k in keys}
     metrics = await stores.dicom_store_metrics(STORE)
     assert (metrics.study_count, metrics.series_count, metrics.instance_count) == (3, 6, 50)
+
+
+async def rows(catalog: Catalog, *news: NewInstance) -> list[NewInstanceRow]:
+    return [NewInstanceRow(await catalog.reserve_instance_key(STORE), new, 10) for new in news]
+
+
+async def test_rows_added_together_are_refused_one_by_one(stores: Catalog) -> None:
+    await added(stores, instance(sop="1.9"))  # already stored
+    await added(stores, instance(study="7.7", series="7.7.1", sop="7.7.1.1"))
+    await stores.mark_deleting(STORE, "7.7", None)  # a study being deleted
+    before = await stores.dicom_store_metrics(STORE)
+    batch = await rows(
+        stores,
+        instance(sop="1.1"),
+        instance(sop="1.9"),
+        instance(study="7.7", series="7.7.1", sop="7.7.1.2"),
+        instance(sop="1.1"),  # the same UIDs as the first row of the batch
+        instance(series="1.2.4", sop="1.2"),
+    )
+    refusals = await stores.add_instances(batch, visible=True)
+    assert refusals[0] is None and refusals[4] is None
+    assert isinstance(refusals[1], AlreadyExists) and isinstance(refusals[3], AlreadyExists)
+    assert isinstance(refusals[2], Aborted)
+    recorded = await stores.instance_keys(batch[0].key.store_key)
+    assert {batch[0].key.instance_key, batch[4].key.instance_key} <= recorded
+    assert not {row.key.instance_key for row in batch[1:4]} & recorded
+    metrics = await stores.dicom_store_metrics(STORE)
+    assert metrics.instance_count == before.instance_count + 2
+    assert metrics.series_count == before.series_count + 1  # 1.2.4; 1.1 went into 1.2.3
+
+
+async def test_invisible_rows_and_earlier_ones_become_visible_in_one_commit(
+    stores: Catalog,
+) -> None:
+    staged = await rows(stores, instance(sop="1.1"), instance(sop="1.2"))
+    assert await stores.add_instances(staged, visible=False) == [None, None]
+    assert (await stores.dicom_store_metrics(STORE)).instance_count == 0
+    last = await rows(stores, instance(sop="1.3"))
+    refusals = await stores.add_instances(last, visible=True, commit=[r.key for r in staged])
+    assert refusals == [None]
+    assert (await stores.dicom_store_metrics(STORE)).instance_count == 3
+
+
+async def test_rows_added_to_a_deleted_store_record_nothing(stores: Catalog) -> None:
+    batch = await rows(stores, instance(sop="1.1"), instance(sop="1.2"))
+    await stores.delete_dicom_store(STORE)
+    with pytest.raises(NotFound):
+        await stores.add_instances(batch, visible=True)
+    assert await stores.instance_keys(batch[0].key.store_key) == set()
 
 
 async def test_same_sop_uid_in_another_series_or_store_is_allowed(stores: Catalog) -> None:

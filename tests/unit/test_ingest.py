@@ -14,7 +14,7 @@ from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.instances import Instances
-from dicomstore.core.model import Dataset, DicomStore
+from dicomstore.core.model import Dataset, DicomStore, NewInstanceRow
 from dicomstore.core.names import DatasetName, DicomStoreName
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
@@ -144,13 +144,57 @@ async def test_abandoned_instances_leave_no_row_and_no_blob(
     assert result.pending is not None
     await instances.abandon([result])
     assert await catalog.recover_instances() == []
-    assert await blobs.instance_keys(result.pending.store_key) == set()
+    assert isinstance(result.pending, NewInstanceRow)
+    assert await blobs.instance_keys(result.pending.key.store_key) == set()
     with data_file("CT_small.dcm").open("rb") as source:
         assert (await instances.ingest(STORE, source)).stored
 
 
+async def test_pending_rows_are_recorded_by_stage_invisibly_and_shown_by_commit(
+    instances: Instances, catalog: SqliteCatalog
+) -> None:
+    store_key = await catalog.dicom_store_key(STORE)
+    first = []
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        with data_file(name).open("rb") as source:
+            first.append(await instances.ingest(STORE, source, commit=False))
+    assert all(isinstance(r.pending, NewInstanceRow) for r in first)
+    assert await catalog.instance_keys(store_key) == set()  # nothing recorded yet
+
+    staged = await instances.stage(first)
+    assert [r.pending for r in staged] == [r.pending.key for r in first]  # type: ignore[union-attr]
+    assert len(await catalog.instance_keys(store_key)) == 2
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 0
+    with data_file("rtplan.dcm").open("rb") as source:
+        last = await instances.ingest(STORE, source, commit=False)
+
+    done = await instances.commit([*staged, last])
+    assert all(r.stored and r.pending is None for r in done)
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 3
+
+
+async def test_pending_instance_whose_uids_were_stored_meanwhile_fails_on_commit(
+    instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
+) -> None:
+    payload = data_file("CT_small.dcm").read_bytes()
+    waiting = await instances.ingest(STORE, io.BytesIO(payload), commit=False)
+    with data_file("MR_small.dcm").open("rb") as source:
+        other = await instances.ingest(STORE, source, commit=False)
+    assert (await instances.ingest(STORE, io.BytesIO(payload))).stored  # visible at once
+
+    refused, stored = await instances.commit([waiting, other])
+    assert refused.failure == FailureReason.PROCESSING_FAILURE
+    assert "already exists" in refused.detail and refused.pending is None
+    assert stored.stored and stored.pending is None
+    assert (await catalog.dicom_store_metrics(STORE)).instance_count == 2
+    store_key = await catalog.dicom_store_key(STORE)
+    assert await blobs.instance_keys(store_key) == await catalog.instance_keys(store_key)
+    assert isinstance(waiting.pending, NewInstanceRow)
+    assert waiting.pending.key.instance_key not in await blobs.instance_keys(store_key)
+
+
 class SlowToAnswerCatalog(SqliteCatalog):
-    """Adds the row, then keeps its caller waiting: room to cancel an ingest after its commit."""
+    """Adds rows, then keeps its caller waiting: room to cancel an ingest after its commit."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -161,10 +205,16 @@ class SlowToAnswerCatalog(SqliteCatalog):
         self.added.set()
         await asyncio.sleep(30)
 
+    async def add_instances(self, *args: Any, **kwargs: Any) -> list[Any]:
+        refusals = await super().add_instances(*args, **kwargs)
+        self.added.set()
+        await asyncio.sleep(30)
+        return refusals
 
-@pytest.mark.parametrize("commit", [True, False], ids=["visible", "invisible"])
+
+@pytest.mark.parametrize("step", ["ingest", "stage", "commit"])
 async def test_ingest_cancelled_after_its_row_was_added_leaves_nothing(
-    tmp_path: Path, blobs: LocalBlobStore, commit: bool
+    tmp_path: Path, blobs: LocalBlobStore, step: str
 ) -> None:
     catalog = SlowToAnswerCatalog(tmp_path / "slow.sqlite3")
     await catalog.open()
@@ -173,14 +223,21 @@ async def test_ingest_cancelled_after_its_row_was_added_leaves_nothing(
         await catalog.create_dicom_store(DicomStore(STORE))
         operations = Operations(catalog, PageTokens(b"k" * 32), concurrency=1)
         instances = Instances(catalog, blobs, operations)
-        payload = data_file("CT_small.dcm").read_bytes()
-        task = asyncio.ensure_future(instances.ingest(STORE, io.BytesIO(payload), commit=commit))
+        payload = io.BytesIO(data_file("CT_small.dcm").read_bytes())
+        if step == "ingest":
+            task = asyncio.ensure_future(instances.ingest(STORE, payload))
+        else:
+            results = [await instances.ingest(STORE, payload, commit=False)]
+            record = instances.stage if step == "stage" else instances.commit
+            task = asyncio.ensure_future(record(results))
         await catalog.added.wait()
         store_key = await catalog.dicom_store_key(STORE)
         assert len(await catalog.instance_keys(store_key)) == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        if step != "ingest":  # what the STOW handler does when its request ends this way
+            await instances.abandon(results)
         assert await catalog.instance_keys(store_key) == set()
         assert await blobs.instance_keys(store_key) == set()
     finally:

@@ -34,6 +34,7 @@ from dicomstore.core.model import (
     DicomStoreMetrics,
     InstanceKey,
     NewInstance,
+    NewInstanceRow,
     Operation,
     StoredInstance,
 )
@@ -335,14 +336,55 @@ class SqliteCatalog(SqliteSearch):
     async def add_instance(
         self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
     ) -> None:
+        add = self._prepare_row(NewInstanceRow(key, instance, blob_size), visible)
+
+        def tx(db: sqlite3.Connection) -> None:
+            _require_store(db, key.store_key)
+            add(db)
+
+        await self._write(tx)
+
+    async def add_instances(
+        self,
+        rows: Sequence[NewInstanceRow],
+        *,
+        visible: bool,
+        commit: Sequence[InstanceKey] = (),
+    ) -> list[AlreadyExists | Aborted | None]:
+        adds = [self._prepare_row(row, visible) for row in rows]
+        store_keys = {row.key.store_key for row in rows} | {key.store_key for key in commit}
+
+        def tx(db: sqlite3.Connection) -> list[AlreadyExists | Aborted | None]:
+            for store_key in store_keys:
+                _require_store(db, store_key)
+            outcomes: list[AlreadyExists | Aborted | None] = []
+            for add in adds:
+                db.execute("SAVEPOINT instance")
+                try:
+                    add(db)
+                except (AlreadyExists, Aborted) as exc:
+                    db.execute("ROLLBACK TO instance")
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+                db.execute("RELEASE instance")
+            _make_visible(db, commit)
+            return outcomes
+
+        return await self._write(tx)
+
+    def _prepare_row(
+        self, row: NewInstanceRow, visible: bool
+    ) -> Callable[[sqlite3.Connection], None]:
+        """The writes that record `row` (JSON encoded now, outside the writer's transaction);
+        they raise AlreadyExists or Aborted."""
+        key, instance = row.key, row.instance
         metadata = json.dumps(dict(instance.metadata), separators=(",", ":"))
         study_attributes = json.dumps(dict(instance.study_attributes))
         series_attributes = json.dumps(dict(instance.series_attributes))
         index = self._index_rows(key.instance_key, instance)
 
-        def tx(db: sqlite3.Connection) -> None:
-            if _scalar(db, "SELECT 1 FROM dicom_stores WHERE id = ?", (key.store_key,)) is None:
-                raise NotFound("the DICOM store was deleted", resource=str(key.store_key))
+        def add(db: sqlite3.Connection) -> None:
             study_key = _claim(
                 db, "studies", "store_key", key.store_key, instance.study_uid, study_attributes
             )
@@ -364,7 +406,7 @@ class SqliteCatalog(SqliteSearch):
                         instance.number_of_frames,
                         metadata,
                         len(metadata.encode()),
-                        blob_size,
+                        row.blob_size,
                         int(visible),
                     ),
                 )
@@ -375,15 +417,10 @@ class SqliteCatalog(SqliteSearch):
                 ) from None
             index(db)
 
-        await self._write(tx)
+        return add
 
     async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:
-        def tx(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "UPDATE instances SET state = 1 WHERE id = ?", [(k.instance_key,) for k in keys]
-            )
-
-        await self._write(tx)
+        await self._write(lambda db: _make_visible(db, keys))
 
     async def abort_instance(self, key: InstanceKey) -> None:
         await self._write(lambda db: _forget(db, key.instance_key))
@@ -606,6 +643,15 @@ def _claim(
     if row[2]:
         db.execute(f"UPDATE {table} SET attributes = ? WHERE id = ?", (attributes, row[0]))
     return int(row[0])
+
+
+def _require_store(db: sqlite3.Connection, store_key: int) -> None:
+    if _scalar(db, "SELECT 1 FROM dicom_stores WHERE id = ?", (store_key,)) is None:
+        raise NotFound("the DICOM store was deleted", resource=str(store_key))
+
+
+def _make_visible(db: sqlite3.Connection, keys: Sequence[InstanceKey]) -> None:
+    db.executemany("UPDATE instances SET state = 1 WHERE id = ?", [(k.instance_key,) for k in keys])
 
 
 def _forget(db: sqlite3.Connection, instance_key: int) -> None:

@@ -27,6 +27,7 @@ from dicomstore.core.model import (
     InstanceKey,
     Job,
     NewInstance,
+    NewInstanceRow,
     Operation,
     OperationResponse,
     ProgressCounter,
@@ -47,6 +48,9 @@ DELETE_JOB = "delete_dicom_resources"
 #: parse to hold up the loop for long. Larger ones are parsed in a thread. (Parsing while the
 #: blob is written gains nothing: the writing thread waits for the GIL the parse holds.)
 INLINE_PARSE_BYTES: Final = 64 << 10
+#: A request keeps at most about this many rows of invisible instances in memory before it
+#: records them (`stage`); a request with fewer records its instances in one transaction.
+PENDING_ROWS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,9 @@ class Ingested:
     failure: int | None = None
     """A Failure Reason (0008,1197) code when the instance was not stored."""
     detail: str = ""
-    pending: InstanceKey | None = None
-    """Key of an instance written but not yet visible (`commit=False`)."""
+    pending: NewInstanceRow | InstanceKey | None = None
+    """An instance written durably but not visible yet (`commit=False`): its row, still to be
+    recorded, or its key once the row is recorded invisible (`stage`)."""
 
     @property
     def stored(self) -> bool:
@@ -92,7 +97,7 @@ def _checked(source: BinaryIO, study_uid: str | None) -> InstanceHeader | Ingest
         return Ingested(failure=exc.reason, detail=exc.message)
     if study_uid is not None and header.study_uid != study_uid:
         return _failed(
-            Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid),
+            _result(header),
             FailureReason.STUDY_INSTANCE_UID_MISMATCH,
             f"the instance belongs to study {header.study_uid}, not {study_uid}",
         )
@@ -112,6 +117,10 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield first
     async for chunk in rest:
         yield chunk
+
+
+def _result(header: InstanceHeader) -> Ingested:
+    return Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
 
 
 def _failed(result: Ingested, reason: int, detail: str) -> Ingested:
@@ -139,8 +148,9 @@ class Instances:
 
         `study_uid` is the `studies/{study}` of a STOW-RS request: an instance of another study
         fails. With `commit=False` the instance is durable but invisible until `commit` (or gone
-        after `abandon`, or after a crash): a request's instances then appear together, when it
-        is acknowledged. Raises NotFound only when the store itself is missing.
+        after `abandon`, or after a crash), and its row is recorded only then (or by `stage`):
+        a request's instances appear together, in one transaction, when it is acknowledged.
+        Raises NotFound only when the store itself is missing.
         """
         size = source.seek(0, os.SEEK_END)
         source.seek(0)
@@ -157,24 +167,24 @@ class Instances:
         writing = asyncio.ensure_future(self._blobs.write(key.store_key, key.instance_key, source))
         try:
             blob_size = await asyncio.shield(writing)
-            return await self._record(key, outcome, blob_size, commit)
+            if not commit:
+                row = NewInstanceRow(key, _new_instance(outcome), blob_size)
+                return dataclasses.replace(_result(outcome), pending=row)
+            return await self._record(key, outcome, blob_size)
         except BaseException:
             await asyncio.shield(self._discard(key, writing))
             raise
 
-    async def _record(
-        self, key: InstanceKey, header: InstanceHeader, blob_size: int, commit: bool
-    ) -> Ingested:
-        """Add the catalog row of an instance whose blob is durable; a UID conflict (or a
-        study being deleted) is a failed result, its blob removed. Raises on anything else,
+    async def _record(self, key: InstanceKey, header: InstanceHeader, blob_size: int) -> Ingested:
+        """Add the visible catalog row of an instance whose blob is durable; a UID conflict (or
+        a study being deleted) is a failed result, its blob removed. Raises on anything else,
         leaving the clean-up to the caller."""
-        result = Ingested(header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
         try:
-            await self._catalog.add_instance(key, _new_instance(header), blob_size, visible=commit)
+            await self._catalog.add_instance(key, _new_instance(header), blob_size, visible=True)
         except (AlreadyExists, Aborted) as exc:
             await self._blobs.delete(key.store_key, key.instance_key)
-            return _failed(result, FailureReason.PROCESSING_FAILURE, exc.message)
-        return result if commit else dataclasses.replace(result, pending=key)
+            return _failed(_result(header), FailureReason.PROCESSING_FAILURE, exc.message)
+        return _result(header)
 
     async def _discard(self, key: InstanceKey, writing: asyncio.Future[int]) -> None:
         """Forget a reserved instance once its blob write has ended: a write still running in
@@ -184,17 +194,47 @@ class Instances:
             writing.exception()  # retrieved: the caller reports what matters
         await self._forget(key)
 
-    async def commit(self, results: Sequence[Ingested]) -> None:
-        """Make the pending instances of `results` visible, all in one transaction."""
-        pending = [r.pending for r in results if r.pending is not None]
-        if pending:
-            await self._catalog.commit_instances(pending)
+    async def stage(self, results: Sequence[Ingested]) -> list[Ingested]:
+        """Record the rows that `results` still hold, invisible until `commit`, so that a large
+        request does not keep them all in memory; a refused row is a failed result."""
+        return await self._record_pending(results, visible=False)
+
+    async def commit(self, results: Sequence[Ingested]) -> list[Ingested]:
+        """Make the pending instances of `results` visible, all in one transaction; the results,
+        in which an instance refused then (its UIDs stored meanwhile) has failed."""
+        return await self._record_pending(results, visible=True)
+
+    async def _record_pending(
+        self, results: Sequence[Ingested], *, visible: bool
+    ) -> list[Ingested]:
+        rows = [r.pending for r in results if isinstance(r.pending, NewInstanceRow)]
+        staged = [r.pending for r in results if isinstance(r.pending, InstanceKey)]
+        if not visible:
+            staged = []
+        if not rows and not staged:
+            return list(results)
+        refusals = iter(await self._catalog.add_instances(rows, visible=visible, commit=staged))
+        settled = []
+        for result in results:
+            pending = result.pending
+            if isinstance(pending, NewInstanceRow):
+                refusal = next(refusals)
+                if refusal is not None:
+                    await self._blobs.delete(pending.key.store_key, pending.key.instance_key)
+                    reason = FailureReason.PROCESSING_FAILURE
+                    settled.append(_failed(result, reason, refusal.message))
+                    continue
+                pending = pending.key
+            settled.append(dataclasses.replace(result, pending=None if visible else pending))
+        return settled
 
     async def abandon(self, results: Sequence[Ingested]) -> None:
         """Forget the pending instances of `results` (their request failed)."""
         for result in results:
-            if result.pending is not None:
-                await self._forget(result.pending)
+            pending = result.pending
+            if pending is not None:
+                # A row may have been recorded even so: by a `stage` whose caller was cancelled.
+                await self._forget(pending.key if isinstance(pending, NewInstanceRow) else pending)
 
     async def _forget(self, key: InstanceKey) -> None:
         await self._catalog.abort_instance(key)

@@ -182,6 +182,15 @@ class InstanceKey:
 
 
 @dataclass(frozen=True)
+class NewInstanceRow:
+    """An instance whose blob is durable under `key`, for the catalog to record."""
+
+    key: InstanceKey
+    instance: NewInstance
+    blob_size: int
+
+
+@dataclass(frozen=True)
 class StoredInstance:
     """A visible instance as the catalog knows it."""
 

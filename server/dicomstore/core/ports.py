@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from dicomstore.core.errors import Aborted, AlreadyExists
 from dicomstore.core.model import (
     Dataset,
     DicomStore,
     DicomStoreMetrics,
     InstanceKey,
     NewInstance,
+    NewInstanceRow,
     Operation,
     StoredInstance,
 )
@@ -102,6 +104,21 @@ class Catalog(Protocol):
 
         Raise NotFound when the store is gone, AlreadyExists when an instance with the same
         three UIDs exists (visible or not), Aborted when its study or series is being deleted.
+        """
+
+    async def add_instances(
+        self,
+        rows: Sequence[NewInstanceRow],
+        *,
+        visible: bool,
+        commit: Sequence[InstanceKey] = (),
+    ) -> list[AlreadyExists | Aborted | None]:
+        """Record instances whose blobs are durable, all in one transaction, as `add_instance`
+        does one; also make the invisible instances `commit` visible in that transaction.
+
+        Returns, for each row, None when it was recorded or the AlreadyExists or Aborted error
+        that refused it (the others are recorded all the same). Raise NotFound when a store is
+        gone: then nothing is recorded.
         """
 
     async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:

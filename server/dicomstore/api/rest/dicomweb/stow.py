@@ -23,7 +23,8 @@ ingested from a BytesIO. A part larger than `--max-instance-bytes` is 413, a mal
 an empty body or one without any instance 400: request-level errors with Google's JSON error
 body. Each instance of a multipart body is written durably as soon as its part is complete but
 stays invisible; the request's instances become visible together, in one catalog transaction,
-just before the response is sent. A request that fails (or a crash, or a client that goes away)
+just before the response is sent, which also records their rows (those of a large request are
+recorded invisibly `PENDING_ROWS` at a time as it goes). A request that fails (or a crash, or a client that goes away)
 leaves none of its instances behind. A single-part body is ingested once it has been read whole,
 and becomes visible in the transaction that records it.
 
@@ -58,7 +59,8 @@ from starlette.routing import BaseRoute, Route
 
 from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
 from dicomstore.core.errors import InvalidArgument
-from dicomstore.core.instances import Ingested
+from dicomstore.core.instances import PENDING_ROWS, Ingested
+from dicomstore.core.model import NewInstanceRow
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom import stow as response_module
 from dicomstore.dicom.accept import best_offer, parse_accept, specificity
@@ -181,7 +183,7 @@ class _Stow:
                 await batch.read_single(request.stream())
             else:
                 await batch.read_multipart(request.stream())
-            await context.instances.commit(batch.results)
+            batch.results = await context.instances.commit(batch.results)
         except BaseException as exc:
             await asyncio.shield(context.instances.abandon(batch.results))
             if isinstance(exc, ClientDisconnect):
@@ -295,6 +297,7 @@ class _Upload:
         self._study = study
         self._form = form
         self.results: list[Ingested] = []
+        self._pending_rows = 0  # results holding a row not yet recorded
         self._part_number = 0
         self._seen_metadata = False
         self._json = JsonBatch(SPOOL_THRESHOLD)
@@ -420,10 +423,16 @@ class _Upload:
     async def _ingest(self, source: BinaryIO, *, whole_body: bool = False) -> None:
         """Ingest one instance, invisible until the request's end unless it is the whole body
         (single part), which is then complete: visible at once, one transaction fewer."""
-        result = await self._context.instances.ingest(
+        instances = self._context.instances
+        result = await instances.ingest(
             self._store, source, study_uid=self._study, commit=whole_body
         )
         self.results.append(result)
+        if isinstance(result.pending, NewInstanceRow):
+            self._pending_rows += 1
+            if self._pending_rows == PENDING_ROWS:
+                self.results = await instances.stage(self.results)
+                self._pending_rows = 0
 
     def _fail(self, failed: FailedInstance) -> None:
         self.results.append(
