@@ -22,8 +22,9 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
-from dicomstore.api.rest.dicomweb.stow import SPOOL_THRESHOLD
+from dicomstore.api.rest.dicomweb.stow import IN_FLIGHT, SPOOL_THRESHOLD
 from dicomstore.app import App
+from dicomstore.core.instances import PENDING_ROWS
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.multipart import multipart_chunks
 from dicomstore.dicom.reasons import FailureReason
@@ -236,6 +237,47 @@ async def test_multipart_of_three_instances_stores_each(client: httpx.AsyncClien
     assert values(body, RETRIEVE_URL) == [f"{BASE_URL}{STUDIES}/1.2.826.0.1.3"]
     assert FAILED_SOP not in body
     assert await instance_count(client) == 3
+
+
+async def blob_keys(app: App) -> set[int]:
+    """The instance keys of the blobs on disk in the test store."""
+    store_key = await app.catalog.dicom_store_key(DicomStoreName.parse(STORE))
+    return await app.blobs.instance_keys(store_key)
+
+
+async def test_large_multipart_keeps_part_order_and_leaves_no_stray_blob(
+    app: App, client: httpx.AsyncClient
+) -> None:
+    count = PENDING_ROWS + IN_FLIGHT + 3  # past a staging of rows, with parts in flight
+    bodies = [instance(n) for n in range(1, count + 1)]
+    bodies.insert(5, b"not DICOM at all")
+    bodies.append(instance(1))  # the first instance again
+    response = await client.post(
+        STUDIES, content=dicom_parts(*bodies), headers={"Content-Type": MULTIPART, **ACCEPT_JSON}
+    )
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert referenced_uids(body) == [f"1.2.826.0.1.3.4.{n}" for n in range(1, count + 1)]
+    (garbage, duplicate) = failures(body)
+    assert garbage[0] != PROCESSING_FAILURE
+    assert duplicate[0] == PROCESSING_FAILURE and "already exists" in duplicate[1]
+    assert await instance_count(client) == count
+    store = DicomStoreName.parse(STORE)
+    stored = {i.key.instance_key for i in await app.catalog.find_instances(store, "1.2.826.0.1.3")}
+    assert await blob_keys(app) == stored
+
+
+async def test_request_failing_with_parts_in_flight_leaves_no_row_and_no_blob(
+    app: App, client: httpx.AsyncClient
+) -> None:
+    body = dicom_parts(*(instance(n) for n in range(1, 3 * IN_FLIGHT)))
+    cut = body[: body.rindex(f"--{BOUNDARY}".encode()) - 5]  # inside the last part
+    response = await client.post(STUDIES, content=cut, headers={"Content-Type": MULTIPART})
+    assert error_message(response, 400)
+    assert await instance_count(client) == 0
+    assert await blob_keys(app) == set()
+    store_key = await app.catalog.dicom_store_key(DicomStoreName.parse(STORE))
+    assert await app.catalog.instance_keys(store_key) == set()
 
 
 async def test_unquoted_type_parameter_is_accepted(client: httpx.AsyncClient) -> None:

@@ -21,12 +21,13 @@ by configuration, not by the body. A body of at most `SPOOL_THRESHOLD` is parsed
 loop, where a thread hop would cost more than the work, and an instance held in memory is
 ingested from a BytesIO. A part larger than `--max-instance-bytes` is 413, a malformed body 400,
 an empty body or one without any instance 400: request-level errors with Google's JSON error
-body. Each instance of a multipart body is written durably as soon as its part is complete but
-stays invisible; the request's instances become visible together, in one catalog transaction,
-just before the response is sent, which also records their rows (those of a large request are
-recorded invisibly `PENDING_ROWS` at a time as it goes). A request that fails (or a crash, or a client that goes away)
-leaves none of its instances behind. A single-part body is ingested once it has been read whole,
-and becomes visible in the transaction that records it.
+body. Each instance of a multipart body is written durably as soon as its part is complete (up
+to `IN_FLIGHT` in-memory parts at once, while the next ones are read) but stays invisible; the
+request's instances become visible together, in one catalog transaction, just before the
+response is sent, which also records their rows (those of a large request are recorded
+invisibly `PENDING_ROWS` at a time as it goes). A request that fails (or a crash, or a client
+that goes away) leaves none of its instances behind. A single-part body is ingested once it has
+been read whole, and becomes visible in the transaction that records it.
 
 Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
 with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
@@ -45,6 +46,7 @@ file by the rules it lists; an instance that breaks one is a Failed SOP Sequence
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import json
@@ -84,6 +86,8 @@ from dicomstore.dicom.uids import is_valid_uid
 SPOOL_THRESHOLD: Final = 1 << 20
 #: The body is parsed in batches of about this size, off the event loop past SPOOL_THRESHOLD.
 FEED_BYTES: Final = 1 << 20
+#: Instances of a multipart request ingested at once, while the following parts are read.
+IN_FLIGHT: Final = 4
 #: A JSON metadata part is parsed in memory: larger ones are 413.
 MAX_METADATA_BYTES: Final = 64 << 20
 
@@ -183,9 +187,10 @@ class _Stow:
                 await batch.read_single(request.stream())
             else:
                 await batch.read_multipart(request.stream())
+            await batch.settle()
             batch.results = await context.instances.commit(batch.results)
         except BaseException as exc:
-            await asyncio.shield(context.instances.abandon(batch.results))
+            await asyncio.shield(batch.abandon())
             if isinstance(exc, ClientDisconnect):
                 raise HTTPException(
                     499, "the client closed the connection during the upload"
@@ -297,6 +302,8 @@ class _Upload:
         self._study = study
         self._form = form
         self.results: list[Ingested] = []
+        """In part order; the instances still being ingested (`_in_flight`) come after."""
+        self._in_flight: collections.deque[asyncio.Task[Ingested]] = collections.deque()
         self._pending_rows = 0  # results holding a row not yet recorded
         self._part_number = 0
         self._seen_metadata = False
@@ -304,6 +311,27 @@ class _Upload:
 
     def close(self) -> None:
         self._json.close()
+
+    async def settle(self, keep: int = 0) -> None:
+        """Wait for the instances being ingested, the oldest first, until `keep` are left;
+        their results join `results`."""
+        while len(self._in_flight) > keep:
+            try:
+                result = await self._in_flight[0]
+            finally:
+                if self._in_flight[0].done():
+                    self._in_flight.popleft()
+            await self._add(result)
+
+    async def abandon(self) -> None:
+        """Forget every instance of the request: those ingested and those being ingested."""
+        for task in self._in_flight:
+            task.cancel()
+        for outcome in await asyncio.gather(*self._in_flight, return_exceptions=True):
+            if isinstance(outcome, Ingested):
+                self.results.append(outcome)
+        self._in_flight.clear()
+        await self._context.instances.abandon(self.results)
 
     # single part
 
@@ -394,7 +422,7 @@ class _Upload:
             content_type = parse_content_type(part.content_type) if part.content_type else None
         except InvalidContentType as exc:
             part.close()
-            self._fail(
+            await self._fail(
                 FailedInstance("", "", FailureReason.CANNOT_UNDERSTAND, f"part {number}: {exc}")
             )
             return
@@ -404,7 +432,7 @@ class _Upload:
                 # A part of at most the spool threshold is in memory: copy it to a BytesIO,
                 # which the core and the blob store read faster than a SpooledTemporaryFile.
                 if part.size <= SPOOL_THRESHOLD:
-                    await self._ingest(io.BytesIO(part.body.read()))
+                    await self._ingest_meanwhile(io.BytesIO(part.body.read()))
                 else:
                     await self._ingest(cast(BinaryIO, part.body))
         elif self._form.type == DICOM:
@@ -413,7 +441,7 @@ class _Upload:
                 f"part {number} has Content-Type {media_type}; a multipart/related request"
                 f' of type="{DICOM}" takes {DICOM} parts'
             )
-            self._fail(FailedInstance("", "", FailureReason.CANNOT_UNDERSTAND, detail))
+            await self._fail(FailedInstance("", "", FailureReason.CANNOT_UNDERSTAND, detail))
         elif media_type in (DICOM_JSON, JSON) or (media_type is None and not self._seen_metadata):
             with part:
                 await self._metadata(part, content_type, number)
@@ -423,18 +451,31 @@ class _Upload:
     async def _ingest(self, source: BinaryIO, *, whole_body: bool = False) -> None:
         """Ingest one instance, invisible until the request's end unless it is the whole body
         (single part), which is then complete: visible at once, one transaction fewer."""
-        instances = self._context.instances
-        result = await instances.ingest(
+        await self.settle()
+        result = await self._context.instances.ingest(
             self._store, source, study_uid=self._study, commit=whole_body
         )
+        await self._add(result)
+
+    async def _ingest_meanwhile(self, source: io.BytesIO) -> None:
+        """Ingest an instance held in memory while the next parts are read: its blob's syncs
+        overlap their parsing. At most IN_FLIGHT at once, so memory stays bounded."""
+        await self.settle(keep=IN_FLIGHT - 1)
+        ingest = self._context.instances.ingest(
+            self._store, source, study_uid=self._study, commit=False
+        )
+        self._in_flight.append(asyncio.ensure_future(ingest))
+
+    async def _add(self, result: Ingested) -> None:
         self.results.append(result)
         if isinstance(result.pending, NewInstanceRow):
             self._pending_rows += 1
             if self._pending_rows == PENDING_ROWS:
-                self.results = await instances.stage(self.results)
+                self.results = await self._context.instances.stage(self.results)
                 self._pending_rows = 0
 
-    def _fail(self, failed: FailedInstance) -> None:
+    async def _fail(self, failed: FailedInstance) -> None:
+        await self.settle()
         self.results.append(
             Ingested(
                 sop_uid=failed.sop_instance_uid,
@@ -468,7 +509,7 @@ class _Upload:
                 else await asyncio.to_thread(self._json.build, outcome)
             )
             if isinstance(built, FailedInstance):
-                self._fail(built)
+                await self._fail(built)
                 continue
             try:
                 await self._ingest(cast(BinaryIO, built))
