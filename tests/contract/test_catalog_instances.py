@@ -79,7 +79,7 @@ async def test_invisible_instances_appear_together_when_committed(stores: Catalo
     keys = [await added(stores, instance(sop=f"1.2.3.{n}"), 10, visible=False) for n in (1, 2)]
     assert (await stores.dicom_store_metrics(STORE)).instance_count == 0
     assert await stores.find_instances(STORE, "1.2") == []
-    await stores.commit_instances(keys)
+    assert await stores.add_instances([], visible=True, commit=keys) == []
     metrics = await stores.dicom_store_metrics(STORE)
     assert (metrics.instance_count, metrics.blob_storage_size_bytes) == (2, 20)
     assert [i.sop_uid for i in await stores.find_instances(STORE, "1.2")] == ["1.2.3.1", "1.2.3.2"]

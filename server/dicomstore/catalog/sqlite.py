@@ -419,9 +419,6 @@ class SqliteCatalog(SqliteSearch):
 
         return add
 
-    async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:
-        await self._write(lambda db: _make_visible(db, keys))
-
     async def abort_instance(self, key: InstanceKey) -> None:
         await self._write(lambda db: _forget(db, key.instance_key))
 

@@ -91,7 +91,7 @@ class Catalog(Protocol):
         """Counts and byte totals of the store's visible instances. Raise NotFound if missing."""
 
     # Instances: the blob is written under a reserved key, then the row is added (visible at
-    # once, or invisible until `commit_instances`); a row never exists without its blob.
+    # once, or invisible until `add_instances` commits it); a row never exists without its blob.
     async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
         """A key no instance has ever had, for an instance of `store` whose blob is written
         before its row is added. Raise NotFound when the store is missing."""
@@ -100,7 +100,7 @@ class Catalog(Protocol):
         self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
     ) -> None:
         """Record an instance whose blob is durable, claiming its Study/Series/SOP Instance UIDs;
-        invisible until `commit_instances` unless `visible`.
+        invisible until committed by `add_instances` unless `visible`.
 
         Raise NotFound when the store is gone, AlreadyExists when an instance with the same
         three UIDs exists (visible or not), Aborted when its study or series is being deleted.
@@ -120,9 +120,6 @@ class Catalog(Protocol):
         that refused it (the others are recorded all the same). Raise NotFound when a store is
         gone: then nothing is recorded.
         """
-
-    async def commit_instances(self, keys: Sequence[InstanceKey]) -> None:
-        """Make invisible instances visible, all at once (one transaction)."""
 
     async def abort_instance(self, key: InstanceKey) -> None:
         """Forget an instance (visible or not); an absent one is not an error."""
