@@ -33,6 +33,8 @@ Workloads (MB = 10^6 bytes):
    through the same client code: "loopback HTTP throughput".
 4. Peak RSS of each server's process tree, sampled every RSS_PERIOD_S from /proc (and VmHWM).
 
+`--workloads` runs a subset of 1-3 (RSS is then reported for the phases that ran).
+
 Every failed request (HTTP status, transport error, a STOW failure item, a short or empty body)
 is counted and shown next to its row; the exit status is 1 when there was any, 2 when the
 benchmark could not run, 0 otherwise (a missing Orthanc is reported, not an error).
@@ -84,6 +86,7 @@ from dicomstore_bench.servers import (
 )
 
 CONCURRENCY = (1, 4, 16)
+WORKLOADS = ("stow", "qido", "wado")
 ACCEPT_MULTIPART = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ACCEPT_SINGLE = "application/dicom; transfer-syntax=*"
 
@@ -113,6 +116,7 @@ class Settings:
     qido_queries: int
     load_concurrency: int
     wado_study_mb: float
+    workloads: tuple[str, ...] = WORKLOADS
 
 
 class Bench:
@@ -338,9 +342,12 @@ class Bench:
             share.met = share.values.get("dicomstore", 0.0) >= 50
 
     async def run(self, loopback: str) -> None:
-        await self.stow()
-        await self.qido()
-        await self.wado(loopback)
+        if "stow" in self.settings.workloads:
+            await self.stow()
+        if "qido" in self.settings.workloads:
+            await self.qido()
+        if "wado" in self.settings.workloads:
+            await self.wado(loopback)
 
     async def _retrieve(
         self, concurrency: int, urls: Sequence[str], accept: str, least: int
@@ -349,7 +356,10 @@ class Bench:
         return await drive(op, concurrency, duration=self.settings.duration)
 
     def rss_rows(self, rss: RssSampler) -> None:
+        sampled = rss.peaks["dicomstore"]
         for phase in ("stow", "qido-load", "qido", "wado-load", "wado", None):
+            if phase is not None and phase not in sampled:
+                continue
             label = f"peak RSS during {phase}" if phase else "peak RSS, whole run (and VmHWM)"
             row = Row(
                 label, "MB", "lower", {t.name: rss.peak_mb(t.name, phase) for t in self.targets}
@@ -404,6 +414,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--qido-queries", type=int, help="queries of each kind (default 200)")
     p.add_argument("--load-concurrency", type=int, default=16, help="for the QIDO/WADO load")
     p.add_argument("--wado-study-mb", type=float, help="size of the WADO study (default 100)")
+    p.add_argument(
+        "--workloads",
+        type=_workloads,
+        default=WORKLOADS,
+        help="comma-separated subset of stow,qido,wado (default: all, in that order)",
+    )
     p.add_argument("--no-orthanc", action="store_true", help="measure dicomstore alone")
     p.add_argument(
         "--orthanc-bin", help="Orthanc executable (default: Orthanc on PATH or /usr/sbin)"
@@ -411,6 +427,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (default: the Debian path)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
+
+
+def _workloads(text: str) -> tuple[str, ...]:
+    named = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(named) - set(WORKLOADS))
+    if unknown or not named:
+        what = f"unknown workload {', '.join(unknown)}" if unknown else "no workload named"
+        raise argparse.ArgumentTypeError(f"{what}: choose from {','.join(WORKLOADS)}")
+    return tuple(name for name in WORKLOADS if name in named)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -422,6 +447,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         qido_queries=args.qido_queries or defaults[2],
         load_concurrency=args.load_concurrency,
         wado_study_mb=args.wado_study_mb or defaults[3],
+        workloads=args.workloads,
     )
 
 

@@ -62,6 +62,40 @@ def test_dicomweb_bench_measures_every_workload_and_says_orthanc_is_missing() ->
     assert rows[("peak RSS, whole run (and VmHWM)", "MB")]["met"] is True
 
 
+def test_dicomweb_bench_runs_only_the_workloads_named() -> None:
+    code, report, stderr = _run(
+        "dicomweb_bench",
+        "--no-orthanc",
+        "--workloads",
+        "qido",
+        "--qido-instances",
+        "20",
+        "--qido-queries",
+        "1",
+        "--duration",
+        "0.2",
+    )
+
+    assert code == 0, stderr
+    assert report["settings"]["workloads"] == ["qido"]
+    workloads = {row["workload"] for row in report["rows"]}
+    assert "QIDO mix c=4" in workloads
+    assert not any(w.startswith(("STOW 10 KB", "STOW 0.5 MB", "WADO")) for w in workloads)
+    assert "peak RSS during stow" not in workloads
+    assert {"peak RSS during qido", "peak RSS, whole run (and VmHWM)"} <= workloads
+
+
+def test_dicomweb_bench_refuses_an_unknown_workload() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomstore_bench.dicomweb_bench", "--workloads", "stow,ping"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "unknown workload ping: choose from stow,qido,wado" in done.stderr
+
+
 def test_grpc_bench_measures_every_scenario_on_its_own_server() -> None:
     code, report, stderr = _run(
         "grpc_bench", "--duration", "0.2", "--concurrency", "1,4", "--stores", "30"
