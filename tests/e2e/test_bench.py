@@ -9,32 +9,27 @@ import subprocess
 import sys
 from typing import Any
 
+#: A run measured in seconds: short timed runs over a few dozen instances.
+TINY = [
+    *("--duration", "0.2"),
+    *("--qido-instances", "40", "--qido-queries", "2"),
+    *("--load-concurrency", "4"),
+]
+
+
+def _command(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", f"dicomstore_bench.{module}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
 
 def _run(module: str, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = subprocess.run(
-        [sys.executable, "-m", f"dicomstore_bench.{module}", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command(module, *args, "--json")
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
 def test_dicomweb_bench_measures_every_workload_and_says_orthanc_is_missing() -> None:
     code, report, stderr = _run(
-        "dicomweb_bench",
-        "--orthanc-bin",
-        "/nonexistent/Orthanc",
-        "--duration",
-        "0.2",
-        "--qido-instances",
-        "40",
-        "--qido-queries",
-        "2",
-        "--wado-study-mb",
-        "1",
-        "--load-concurrency",
-        "4",
+        "dicomweb_bench", "--orthanc-bin", "/nonexistent/Orthanc", *TINY, "--wado-study-mb", "1"
     )
 
     assert code == 0, stderr
@@ -63,18 +58,7 @@ def test_dicomweb_bench_measures_every_workload_and_says_orthanc_is_missing() ->
 
 
 def test_dicomweb_bench_runs_only_the_workloads_named() -> None:
-    code, report, stderr = _run(
-        "dicomweb_bench",
-        "--no-orthanc",
-        "--workloads",
-        "qido",
-        "--qido-instances",
-        "20",
-        "--qido-queries",
-        "1",
-        "--duration",
-        "0.2",
-    )
+    code, report, stderr = _run("dicomweb_bench", "--no-orthanc", "--workloads", "qido", *TINY)
 
     assert code == 0, stderr
     assert report["settings"]["workloads"] == ["qido"]
@@ -86,12 +70,7 @@ def test_dicomweb_bench_runs_only_the_workloads_named() -> None:
 
 
 def test_dicomweb_bench_refuses_an_unknown_workload() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "dicomstore_bench.dicomweb_bench", "--workloads", "stow,ping"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _command("dicomweb_bench", "--workloads", "stow,ping")
     assert done.returncode == 2
     assert "unknown workload ping: choose from stow,qido,wado" in done.stderr
 
