@@ -153,7 +153,7 @@ def bulkdata_element(dataset: Dataset, tag_path: str) -> bytes | None:
     if elem.VR in _ALWAYS_BULK_VRS | _LARGE_BULK_VRS | {"OB or OW"}:
         if elem.tag in PIXEL_DATA_TAGS and elem.is_undefined_length:
             raise EncapsulatedPixelData(tag_path)
-        return _little_endian_bytes(elem, _is_little_endian(item))
+        return _little_endian_bytes(elem, item)
     if elem.VR == "AT":
         return b"".join(struct.pack("<HH", v >> 16, v & 0xFFFF) for v in _values(elem))
     code = _PACK.get(elem.VR)
@@ -282,7 +282,7 @@ def _element_json(
             value = b"".join(value)
         if is_bulkdata(elem.tag, vr, len(value)):
             return {"vr": vr, "BulkDataURI": bulkdata_uri(path)}
-        data = _little_endian_bytes(elem, _is_little_endian(parent))
+        data = _little_endian_bytes(elem, parent)
         return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
     return _values_json(elem.tag, vr, _values(elem), path, bulkdata_uri)
 
@@ -375,15 +375,27 @@ def _is_little_endian(dataset: Dataset) -> bool:
     return True if little is None else bool(little)
 
 
-def _little_endian_bytes(elem: DataElement, little_endian: bool) -> bytes:
+def _little_endian_bytes(elem: DataElement, parent: Dataset) -> bytes:
+    """`elem`'s value as Explicit VR Little Endian holds it (see `swap_unit`)."""
     value = elem.value
     if isinstance(value, MultiValue | list):
         value = b"".join(value)
     data = bytes(value)
-    width = _SWAP_WIDTH.get(_resolved_vr(elem))
-    if little_endian or width is None or elem.is_undefined_length:
+    vr = _resolved_vr(elem)
+    width = _SWAP_WIDTH.get(vr)
+    if _is_little_endian(parent) or width is None or elem.is_undefined_length:
         return data
-    return _byteswap(data, width)
+    return _byteswap(data, swap_unit(elem.tag, vr, width, parent))
+
+
+def swap_unit(tag: int, vr: str, unit: int, dataset: Dataset) -> int:
+    """The unit by which a big-endian value of `dataset` is swapped: its VR's `unit`, but for
+    Pixel Data (other than OB) the wider of that and Bits Allocated."""
+    if tag in PIXEL_DATA_TAGS and vr != "OB":
+        bits = dataset.get("BitsAllocated")
+        if isinstance(bits, int) and bits in (16, 32, 64):
+            return max(unit, bits // 8)
+    return unit
 
 
 def _byteswap(data: bytes, width: int) -> bytes:

@@ -27,6 +27,7 @@ from dicomstore.dicom.dicomjson import (
     PIXEL_DATA_TAGS,
     EncapsulatedPixelData,
     bulkdata_element,
+    swap_unit,
 )
 from dicomstore.dicom.header import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, read_dataset
 
@@ -169,19 +170,11 @@ class InstanceFile:
             return None
         if vr not in _UNIT:
             return None
-        unit = self._unit(tag, vr) if self._big_endian else 1
+        unit = swap_unit(tag, vr, _UNIT[vr], self.dataset) if self._big_endian else 1
         if raw.value is None:  # deferred: left in the file
             return StoredValue(raw.length, source=self._source, offset=raw.value_tell, unit=unit)
         data = bytes(raw.value)
         return StoredValue.in_memory(byteswap(data, unit) if unit > 1 else data)
-
-    def _unit(self, tag: int, vr: str) -> int:
-        unit = _UNIT[vr]
-        if tag in PIXEL_DATA_TAGS and vr != "OB":
-            bits = self.dataset.get("BitsAllocated")
-            if isinstance(bits, int) and bits in (16, 32, 64):
-                unit = max(unit, bits // 8)
-        return unit
 
 
 def _raw_vr(raw: RawDataElement) -> str:

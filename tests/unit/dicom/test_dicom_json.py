@@ -195,6 +195,14 @@ def test_bulkdata_element_returns_little_endian_pixel_data() -> None:
     assert bulkdata_element(big, "7FE00010") == little.PixelData
 
 
+@pytest.mark.parametrize("name", ["rtdose_expb.dcm", "rtdose_expb_1frame.dcm"])
+def test_bulkdata_element_swaps_32_bit_big_endian_pixels_whole(name: str) -> None:
+    big = pydicom.dcmread(data_file(name))
+    little = pydicom.dcmread(data_file(name.replace("_expb", "")))
+    assert big.BitsAllocated == 32 and big[0x7FE00010].VR == "OW"
+    assert bulkdata_element(big, "7FE00010") == little.PixelData
+
+
 def test_bulkdata_element_resolves_nested_paths() -> None:
     ds = pydicom.dcmread(data_file("waveform_ecg.dcm"), defer_size=DEFER_SIZE)
     expected = pydicom.dcmread(data_file("waveform_ecg.dcm")).WaveformSequence[1].WaveformData
