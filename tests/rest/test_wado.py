@@ -23,8 +23,8 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from dicomstore.app import App
 from dicomstore.core.instances import Ingested, Instances
 from dicomstore.core.names import DicomStoreName
+from dicomstore.dicom.dicomjson import byteswap
 from dicomstore.dicom.multipart import MultipartReader, parse_content_type
-from dicomstore.dicom.values import byteswap
 from tests.conftest import DATASET
 from tests.rest.test_transcoder import client_for
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file, new_instance, part10

@@ -385,7 +385,7 @@ def _little_endian_bytes(elem: DataElement, parent: Dataset) -> bytes:
     width = _SWAP_WIDTH.get(vr)
     if _is_little_endian(parent) or width is None or elem.is_undefined_length:
         return data
-    return _byteswap(data, swap_unit(elem.tag, vr, width, parent))
+    return byteswap(data, swap_unit(elem.tag, vr, width, parent))
 
 
 def swap_unit(tag: int, vr: str, unit: int, dataset: Dataset) -> int:
@@ -398,11 +398,12 @@ def swap_unit(tag: int, vr: str, unit: int, dataset: Dataset) -> int:
     return unit
 
 
-def _byteswap(data: bytes, width: int) -> bytes:
-    whole = len(data) - len(data) % width
+def byteswap(data: bytes, unit: int) -> bytes:
+    """`data` with every whole `unit`-byte group reversed (a trailing partial group is kept)."""
+    whole = len(data) - len(data) % unit
     out = bytearray(data)
-    for offset in range(width):
-        out[offset:whole:width] = data[width - 1 - offset : whole : width]
+    for offset in range(unit):
+        out[offset:whole:unit] = data[unit - 1 - offset : whole : unit]
     return bytes(out)
 
 

@@ -27,6 +27,7 @@ from dicomstore.dicom.dicomjson import (
     PIXEL_DATA_TAGS,
     EncapsulatedPixelData,
     bulkdata_element,
+    byteswap,
     swap_unit,
 )
 from dicomstore.dicom.header import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, read_dataset
@@ -186,12 +187,3 @@ def _raw_vr(raw: RawDataElement) -> str:
     except KeyError:
         return "UN"
     return vr.split(" or ", 1)[0]
-
-
-def byteswap(data: bytes, unit: int) -> bytes:
-    """`data` with every whole `unit`-byte group reversed (a trailing partial group is kept)."""
-    whole = len(data) - len(data) % unit
-    out = bytearray(data)
-    for offset in range(unit):
-        out[offset:whole:unit] = data[unit - 1 - offset : whole : unit]
-    return bytes(out)
