@@ -200,11 +200,6 @@ class SlowToAnswerCatalog(SqliteCatalog):
         super().__init__(path)
         self.added = asyncio.Event()
 
-    async def add_instance(self, *args: Any, **kwargs: Any) -> None:
-        await super().add_instance(*args, **kwargs)
-        self.added.set()
-        await asyncio.sleep(30)
-
     async def add_instances(self, *args: Any, **kwargs: Any) -> list[Any]:
         refusals = await super().add_instances(*args, **kwargs)
         self.added.set()

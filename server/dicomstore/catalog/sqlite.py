@@ -336,13 +336,11 @@ class SqliteCatalog(SqliteSearch):
     async def add_instance(
         self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
     ) -> None:
-        add = self._prepare_row(NewInstanceRow(key, instance, blob_size), visible)
-
-        def tx(db: sqlite3.Connection) -> None:
-            _require_store(db, key.store_key)
-            add(db)
-
-        await self._write(tx)
+        (refusal,) = await self.add_instances(
+            [NewInstanceRow(key, instance, blob_size)], visible=visible
+        )
+        if refusal is not None:
+            raise refusal
 
     async def add_instances(
         self,
@@ -353,10 +351,16 @@ class SqliteCatalog(SqliteSearch):
     ) -> list[AlreadyExists | Aborted | None]:
         adds = [self._prepare_row(row, visible) for row in rows]
         store_keys = {row.key.store_key for row in rows} | {key.store_key for key in commit}
+        # A row alone needs no savepoint: its refusal rolls the whole transaction back. (Each
+        # statement saved is a GIL hand-off with the event loop.)
+        alone = len(adds) == 1 and not commit
 
         def tx(db: sqlite3.Connection) -> list[AlreadyExists | Aborted | None]:
             for store_key in store_keys:
                 _require_store(db, store_key)
+            if alone:
+                adds[0](db)
+                return [None]
             outcomes: list[AlreadyExists | Aborted | None] = []
             for add in adds:
                 db.execute("SAVEPOINT instance")
@@ -371,7 +375,10 @@ class SqliteCatalog(SqliteSearch):
             _make_visible(db, commit)
             return outcomes
 
-        return await self._write(tx)
+        try:
+            return await self._write(tx)
+        except (AlreadyExists, Aborted) as exc:  # raised only by a row alone
+            return [exc]
 
     def _prepare_row(
         self, row: NewInstanceRow, visible: bool

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
+from dicomstore.core.errors import NotFound
 from dicomstore.core.model import (
     InstanceKey,
     Job,
@@ -167,24 +167,15 @@ class Instances:
         writing = asyncio.ensure_future(self._blobs.write(key.store_key, key.instance_key, source))
         try:
             blob_size = await asyncio.shield(writing)
+            row = NewInstanceRow(key, _new_instance(outcome), blob_size)
+            pending = dataclasses.replace(_result(outcome), pending=row)
             if not commit:
-                row = NewInstanceRow(key, _new_instance(outcome), blob_size)
-                return dataclasses.replace(_result(outcome), pending=row)
-            return await self._record(key, outcome, blob_size)
+                return pending
+            (result,) = await self.commit([pending])
+            return result
         except BaseException:
             await asyncio.shield(self._discard(key, writing))
             raise
-
-    async def _record(self, key: InstanceKey, header: InstanceHeader, blob_size: int) -> Ingested:
-        """Add the visible catalog row of an instance whose blob is durable; a UID conflict (or
-        a study being deleted) is a failed result, its blob removed. Raises on anything else,
-        leaving the clean-up to the caller."""
-        try:
-            await self._catalog.add_instance(key, _new_instance(header), blob_size, visible=True)
-        except (AlreadyExists, Aborted) as exc:
-            await self._blobs.delete(key.store_key, key.instance_key)
-            return _failed(_result(header), FailureReason.PROCESSING_FAILURE, exc.message)
-        return _result(header)
 
     async def _discard(self, key: InstanceKey, writing: asyncio.Future[int]) -> None:
         """Forget a reserved instance once its blob write has ended: a write still running in
@@ -201,7 +192,8 @@ class Instances:
 
     async def commit(self, results: Sequence[Ingested]) -> list[Ingested]:
         """Make the pending instances of `results` visible, all in one transaction; the results,
-        in which an instance refused then (its UIDs stored meanwhile) has failed."""
+        in which an instance refused then (its UIDs stored meanwhile, or its study being deleted)
+        has failed, its blob removed."""
         return await self._record_pending(results, visible=True)
 
     async def _record_pending(

@@ -100,7 +100,8 @@ class Catalog(Protocol):
         self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
     ) -> None:
         """Record an instance whose blob is durable, claiming its Study/Series/SOP Instance UIDs;
-        invisible until committed by `add_instances` unless `visible`.
+        invisible until committed by `add_instances` unless `visible`. The one-row form of
+        `add_instances`, which raises the row's refusal.
 
         Raise NotFound when the store is gone, AlreadyExists when an instance with the same
         three UIDs exists (visible or not), Aborted when its study or series is being deleted.
