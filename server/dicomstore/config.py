@@ -13,6 +13,7 @@ from typing import Any
 DICOMWEB_MODES = ("google", "standard")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 def _setting(default: Any, help: str, **kwargs: Any) -> Any:
@@ -45,6 +46,11 @@ class Settings:
     )
     operation_workers: int = _setting(
         4, "long-running operations run at the same time", low=1, high=256
+    )
+    event_loop: str = _setting(
+        "uvloop",
+        "event loop both transports run on (uvloop falls back to asyncio where it is missing)",
+        choices=EVENT_LOOPS,
     )
 
     @property
