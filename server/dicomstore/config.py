@@ -36,6 +36,8 @@ def check_public_url(text: str) -> str:
         raise ValueError(f"not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
+    if any(char.isspace() or ord(char) < 0x20 for char in text):
+        raise ValueError("must not contain spaces or control characters")
     if parts.query or parts.fragment or "?" in text or "#" in text:
         raise ValueError("must not have a query or a fragment")
     if parts.username is not None or parts.password is not None:
@@ -97,14 +99,14 @@ class Settings:
     public_url: str = _setting(
         "",
         "base of every absolute URL the server writes (RetrieveURL, BulkDataURI,"
-        " Content-Location), e.g. https://pacs.example.org/dicomstore; none: from each request",
+        " Content-Location), e.g. https://pacs.example.org/dicomstore; without it, the origin"
+        " each request reached",
         check=check_public_url,
     )
     forwarded_allow_ips: str = _setting(
         "",
-        "comma-separated addresses or networks of trusted reverse proxies, whose"
-        " X-Forwarded-Proto, -Host and -For headers are honoured (* for every peer); none: no"
-        " peer is trusted",
+        "trusted reverse proxies, whose X-Forwarded-Proto, -Host and -For headers are"
+        " honoured: comma-separated IP addresses or networks, or * for every peer",
         check=check_allowed_ips,
     )
 

@@ -49,6 +49,7 @@ def test_public_url_is_kept_without_its_trailing_slash(value: str, stored: str) 
         ("http://user:secret@pacs.example.org", "user name or password"),
         ("http://pacs.example.org:port", "not a URL"),
         ("http://pacs.example.org:99999", "not a URL"),
+        ("http://pacs.example.org/dicom store", "spaces or control characters"),
     ],
 )
 def test_invalid_public_url_exits_naming_the_flag_and_the_reason(value: str, reason: str) -> None:
