@@ -21,6 +21,7 @@ from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
 from dicomstore.api.rest.dicomweb import dicomweb_routes
 from dicomstore.api.rest.dicomweb.context import DicomWebContext
+from dicomstore.api.rest.forwarded import ForwardedOrigin
 from dicomstore.api.services.datasets import DatasetServiceHandlers
 from dicomstore.api.services.dicom import DicomServiceHandlers
 from dicomstore.api.services.operations import OperationsHandlers
@@ -129,6 +130,7 @@ class App:
             stores=stores,
             policy=POLICIES[settings.dicomweb_mode],
             max_instance_bytes=settings.max_instance_bytes,
+            public_url=settings.public_url,
         )
         self.http_app = create_app(
             lambda: self._serving,
@@ -137,7 +139,9 @@ class App:
             extra_routes=dicomweb_routes(dicomweb),
         )
         config = uvicorn.Config(
-            self.http_app,
+            ForwardedOrigin(self.http_app, settings.forwarded_allow_ips),
+            # ForwardedOrigin applies uvicorn's proxy headers itself, for trusted peers only.
+            proxy_headers=False,
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DICOMWEB_MODES = ("google", "standard")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -18,6 +20,54 @@ EVENT_LOOPS = ("uvloop", "asyncio")
 
 def _setting(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
+
+
+def check_public_url(text: str) -> str:
+    """An absolute http(s) URL without query or fragment, without its trailing slash.
+
+    "" means none: the absolute URLs are then built from each request. Raises ValueError.
+    """
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if any(char.isspace() or ord(char) < 0x20 for char in text):
+        raise ValueError("must not contain spaces or control characters")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError("must not have a query or a fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user name or password")
+    return text.rstrip("/")
+
+
+def check_allowed_ips(text: str) -> str:
+    """`*`, or comma-separated IP addresses and networks (CIDR), normalised; "" trusts none.
+
+    Raises ValueError naming the entry that is neither.
+    """
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if entries == ["*"]:
+        return "*"
+    normalised = []
+    for entry in entries:
+        try:
+            # A network keeps only its network bits (10.1.2.3/8 is 10.0.0.0/8), as uvicorn,
+            # which checks the peers, reads only exact networks.
+            if "/" in entry:
+                normalised.append(str(ipaddress.ip_network(entry, strict=False)))
+            else:
+                normalised.append(str(ipaddress.ip_address(entry)))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network (or * alone, for every peer)"
+            ) from None
+    return ",".join(normalised)
 
 
 @dataclass(frozen=True)
@@ -51,6 +101,19 @@ class Settings:
         "uvloop",
         "event loop both transports run on (uvloop falls back to asyncio where it is missing)",
         choices=EVENT_LOOPS,
+    )
+    public_url: str = _setting(
+        "",
+        "base of every absolute URL the server writes (RetrieveURL, BulkDataURI,"
+        " Content-Location), e.g. https://pacs.example.org/dicomstore; without it, the origin"
+        " each request reached",
+        check=check_public_url,
+    )
+    forwarded_allow_ips: str = _setting(
+        "",
+        "trusted reverse proxies, whose X-Forwarded-Proto, -Host and -For headers are"
+        " honoured: comma-separated IP addresses or networks, or * for every peer",
+        check=check_allowed_ips,
     )
 
     @property
@@ -88,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=f.name,
             default=None,
             choices=f.metadata.get("choices"),
-            help=f"{f.metadata['help']} (env {env_name(f.name)}; default {f.default})",
+            help=f"{f.metadata['help']} (env {env_name(f.name)}; default {f.default or 'none'})",
         )
 
 
@@ -109,6 +172,12 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] = os.env
             value = _convert(f, text)
         except ValueError:
             raise SystemExit(f"{source}: invalid value {text!r}") from None
+        check = f.metadata.get("check")
+        if check is not None:
+            try:
+                value = check(value)
+            except ValueError as exc:
+                raise SystemExit(f"{source}: {exc}, got {text!r}") from None
         low, high = f.metadata.get("low"), f.metadata.get("high")
         if low is not None and not low <= value <= high:  # NaN fails this too
             raise SystemExit(f"{source}: must be between {low} and {high}, got {text!r}")

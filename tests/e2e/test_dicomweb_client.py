@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
 
 import httpx
 import pydicom
+import pytest
 from dicomweb_client.api import DICOMwebClient
+from tests.e2e.server import external_target, start_server
 from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.app import App
 
 PARENT = "v1/projects/p/locations/l/datasets/d"
+
+needs_process = pytest.mark.skipif(
+    external_target() is not None,
+    reason="DICOMSTORE_TEST_TARGET is set: this test starts its own server with its own flags",
+)
 
 
 async def test_dicomweb_client_stores_searches_retrieves_and_deletes(app: App) -> None:
@@ -41,3 +50,97 @@ async def test_dicomweb_client_stores_searches_retrieves_and_deletes(app: App) -
         assert client.search_for_studies(search_filters={"PatientID": ct.PatientID}) == []
 
     await asyncio.to_thread(scenario)
+
+
+# --- absolute URLs: the BulkDataURIs and RetrieveURLs a client follows ----------------------------
+#
+# dicomweb-client sends `Host: 127.0.0.1` without the port (it sets the header itself, to its
+# parsed host name), so every URL below is followed by a client whose Host header lacks the port
+# of a server on an ephemeral, non-default port.
+
+PROXY_HEADERS = {"X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.7"}
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for a server that must know its port in advance)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def create_store(http_url: str) -> str:
+    """Create dataset d and store s; the store's DICOMweb URL."""
+    with httpx.Client(base_url=http_url) as http:
+        http.post("/v1/projects/p/locations/l/datasets?datasetId=d").raise_for_status()
+        http.post(f"/{PARENT}/dicomStores?dicomStoreId=s").raise_for_status()
+    return f"{http_url}/{PARENT}/dicomStores/s/dicomWeb"
+
+
+def follow_urls(client: DICOMwebClient, expected_base: str) -> None:
+    """Store CT_small, then follow the RetrieveURLs and BulkDataURIs the server wrote."""
+    ct = pydicom.dcmread(data_file("CT_small.dcm"))
+    study = f"{expected_base}/{PARENT}/dicomStores/s/dicomWeb/studies/{ct.StudyInstanceUID}"
+    instance = f"{study}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}"
+    stored = client.store_instances([ct])
+    assert stored.RetrieveURL == study
+    assert stored.ReferencedSOPSequence[0].RetrieveURL == instance
+    metadata = client.retrieve_instance_metadata(
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID
+    )
+    uri = metadata["7FE00010"]["BulkDataURI"]
+    assert uri == f"{instance}/bulkdata/7FE00010"
+    assert client.retrieve_bulkdata(uri) == [ct.PixelData]
+    with httpx.Client() as http:  # the RetrieveURL is a resource of this server too
+        response = http.get(stored.RetrieveURL + "/metadata")
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["00080018"]["Value"] == [ct.SOPInstanceUID]
+
+
+@needs_process
+def test_retrieve_bulkdata_on_a_non_default_port_without_public_url(tmp_path: Path) -> None:
+    with start_server(tmp_path / "data") as server:
+        client = DICOMwebClient(url=create_store(server.http_url))
+        follow_urls(client, server.http_url)
+
+
+@needs_process
+def test_retrieve_bulkdata_with_public_url_from_the_environment(tmp_path: Path) -> None:
+    port = free_port()
+    public = f"http://localhost:{port}"  # not the 127.0.0.1 the client names: the setting wins
+    with start_server(
+        tmp_path / "data", "--http-port", str(port), env={"DICOMSTORE_PUBLIC_URL": public}
+    ) as server:
+        client = DICOMwebClient(url=create_store(server.http_url))
+        follow_urls(client, public)
+
+
+@needs_process
+def test_forwarded_headers_of_a_trusted_proxy_are_honoured(tmp_path: Path) -> None:
+    with start_server(tmp_path / "data", "--forwarded-allow-ips", "127.0.0.1") as server:
+        origin = f"http://localhost:{server.http_port}"
+        headers = {**PROXY_HEADERS, "X-Forwarded-Host": f"localhost:{server.http_port}"}
+        client = DICOMwebClient(url=create_store(server.http_url), headers=headers)
+        follow_urls(client, origin)
+        peers = {r["peer"] for r in server.records() if r.get("logger") == "dicomstore.access"}
+    # The access log names the client the proxy forwarded the request for.
+    assert "ipv4:203.0.113.7:0" in peers
+
+
+@needs_process
+@pytest.mark.parametrize(
+    "trusted", [(), ("--forwarded-allow-ips", "10.0.0.0/8, 192.0.2.1")], ids=["none", "others"]
+)
+def test_forwarded_headers_of_an_untrusted_peer_are_ignored(
+    tmp_path: Path, trusted: tuple[str, ...]
+) -> None:
+    with start_server(tmp_path / "data", *trusted) as server:
+        headers = {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "attacker.example",
+            "X-Forwarded-For": "203.0.113.7",
+        }
+        client = DICOMwebClient(url=create_store(server.http_url), headers=headers)
+        follow_urls(client, server.http_url)
+        peers = {r["peer"] for r in server.records() if r.get("logger") == "dicomstore.access"}
+    assert {peer.rpartition(":")[0] for peer in peers} == {"ipv4:127.0.0.1"}

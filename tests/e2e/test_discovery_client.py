@@ -17,13 +17,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import googleapiclient
 import httplib2
+import httpx
+import pydicom
 import pytest
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 from tests.e2e.server import external_target
+from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.app import App
 
@@ -204,3 +208,48 @@ async def test_bad_filter_is_http_error_400(healthcare: Any, dataset: str) -> No
     error = await http_error(stores(healthcare).list(parent=dataset, filter="labels.x=("))
     assert error.status_code == 400
     assert error.reason.startswith("filter")
+
+
+async def store_ct_and_mr(endpoint: str, store: str) -> list[pydicom.Dataset]:
+    """STOW CT_small and MR_small (the discovery client has no way to send DICOM bodies)."""
+    files = [data_file("CT_small.dcm"), data_file("MR_small.dcm")]
+    async with httpx.AsyncClient(base_url=endpoint) as http:
+        for path in files:
+            response = await http.post(
+                f"/v1/{store}/dicomWeb/studies",
+                content=path.read_bytes(),
+                headers={"content-type": "application/dicom"},
+            )
+            assert response.status_code == 200, response.text
+    return [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
+
+
+async def test_dicomweb_metadata_and_search_answer_the_default_accept(
+    healthcare: Any, dataset: str, endpoint: str
+) -> None:
+    """The client sends `Accept: application/json` and `alt=json`; metadata is DICOM JSON."""
+    store = (await call(stores(healthcare).create(parent=dataset, dicomStoreId="web", body={})))[
+        "name"
+    ]
+    ct, mr = await store_ct_and_mr(endpoint, store)
+    studies = stores(healthcare).studies()
+    study_path = f"studies/{ct.StudyInstanceUID}"
+    series_path = f"{study_path}/series/{ct.SeriesInstanceUID}"
+    instance_path = f"{series_path}/instances/{ct.SOPInstanceUID}"
+    for method, path in [
+        (studies.retrieveMetadata, study_path),
+        (studies.series().retrieveMetadata, series_path),
+        (studies.series().instances().retrieveMetadata, instance_path),
+    ]:
+        (item,) = await call(method(parent=store, dicomWebPath=f"{path}/metadata"))
+        assert item["00080018"] == {"vr": "UI", "Value": [ct.SOPInstanceUID]}
+        assert item["00100010"]["Value"] == [{"Alphabetic": str(ct.PatientName)}]
+        assert item["7FE00010"]["BulkDataURI"] == (
+            f"{endpoint}/v1/{quote(store)}/dicomWeb/{instance_path}/bulkdata/7FE00010"
+        )
+    found = await call(
+        stores(healthcare).searchForInstances(parent=store, dicomWebPath="instances")
+    )
+    assert {i["00080018"]["Value"][0] for i in found} == {ct.SOPInstanceUID, mr.SOPInstanceUID}
+    series = await call(studies.searchForSeries(parent=store, dicomWebPath=f"{study_path}/series"))
+    assert [s["0020000E"]["Value"] for s in series] == [[ct.SeriesInstanceUID]]

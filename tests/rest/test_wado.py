@@ -434,29 +434,56 @@ async def test_nested_bulkdata_uris_are_rewritten(
 
 
 @pytest.mark.parametrize(
-    ("accept", "status"),
+    ("accept", "media_type"),
     [
-        (None, 200),
-        ("*/*", 200),
-        ("application/*", 200),
-        ("application/dicom+json", 200),
-        ("application/dicom+json; q=0.5, application/json", 200),
-        ('multipart/related; type="application/dicom+xml"', 406),
-        ("application/json", 406),
-        ("application/dicom", 406),
+        (None, "application/dicom+json"),
+        ("*/*", "application/dicom+json"),
+        ("application/*", "application/dicom+json"),
+        ("application/dicom+json", "application/dicom+json"),
+        ("application/json", "application/json"),
+        ("application/json, */*", "application/json"),
+        ("application/dicom+json; q=0.5, application/json", "application/json"),
+        ("application/dicom+json, application/json; q=0.5", "application/dicom+json"),
+        ("application/json; q=0, */*", "application/dicom+json"),
+        ('multipart/related; type="application/dicom+xml"', None),
+        ("application/dicom", None),
+        ("application/dicom+json; q=0, application/json; q=0", None),
     ],
 )
 async def test_metadata_accept_negotiation(
-    client: httpx.AsyncClient, instances: Instances, accept: str | None, status: int
+    client: httpx.AsyncClient, instances: Instances, accept: str | None, media_type: str | None
 ) -> None:
     await study_of_three(instances)
     headers = {} if accept is None else {"accept": accept}
     response = await client.get(f"{WEB}/studies/{STUDY}/metadata", headers=headers)
-    if status == 406:
+    if media_type is None:
         message = not_acceptable(response)
-        assert message.endswith("one of application/dicom+json")
+        assert message.endswith("one of application/dicom+json,application/json")
     else:
         assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == f"{media_type}; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/studies/{STUDY}",
+        f"/studies/{STUDY}/series/{SERIES_B}",
+        f"/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.2",
+    ],
+)
+async def test_metadata_as_application_json_is_the_dicom_json_body(
+    client: httpx.AsyncClient, instances: Instances, path: str
+) -> None:
+    """Google's discovery-based clients send `Accept: application/json` (and `alt=json`)."""
+    await study_of_three(instances)
+    url = f"{WEB}{path}/metadata"
+    plain = await client.get(url, params={"alt": "json"}, headers={"accept": "application/json"})
+    dicom_json = await client.get(url, headers={"accept": "application/dicom+json"})
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["content-type"] == "application/json; charset=utf-8"
+    assert plain.json() == dicom_json.json()
+    assert plain.json()[0]["7FE00010"]["BulkDataURI"].startswith(f"{BASE_URL}{WEB}/studies/")
 
 
 async def test_metadata_as_xml_says_it_is_not_available_yet(

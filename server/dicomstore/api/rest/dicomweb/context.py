@@ -26,6 +26,8 @@ class DicomWebContext:
     stores: DicomStores
     policy: DicomWebPolicy
     max_instance_bytes: int
+    public_url: str = ""
+    """`--public-url`: the base of every absolute URL written; "" builds them from the request."""
 
     @staticmethod
     def store_name(request: Request) -> DicomStoreName:
@@ -33,8 +35,11 @@ class DicomWebContext:
         location = LocationName(p["project"], p["location"])
         return DicomStoreName(DatasetName(location, p["dataset"]), p["store"])
 
-    @staticmethod
-    def study_url(request: Request, store: DicomStoreName, study_uid: str) -> str:
-        """The absolute RetrieveURL of a study, as the client reached this server."""
-        base = str(request.base_url).rstrip("/")
-        return f"{base}/v1/{quote(str(store))}/dicomWeb/studies/{study_uid}"
+    def base_url(self, request: Request) -> str:
+        """The base of absolute URLs, without a trailing slash: `--public-url`, else the origin
+        the client reached (its Host header, which `api.rest.forwarded` completes)."""
+        return (self.public_url or str(request.base_url)).rstrip("/")
+
+    def study_url(self, request: Request, store: DicomStoreName, study_uid: str) -> str:
+        """The absolute RetrieveURL of a study."""
+        return f"{self.base_url(request)}/v1/{quote(str(store))}/dicomWeb/studies/{study_uid}"

@@ -5,7 +5,10 @@ Resources, under `.../dicomWeb/studies/{study}[/series/{series}[/instances/{inst
   per instance (Content-Type `application/dicom; transfer-syntax=<stored>`, Content-Location its
   URL), and for an instance also the single part `application/dicom` (item 41);
 - `/metadata`: `application/dicom+json`, an array of the instances' DICOM JSON whose
-  BulkDataURIs point at the `bulkdata` resources below (item 44);
+  BulkDataURIs point at the `bulkdata` resources below (item 44); the same body is
+  `application/json` to a client that prefers that (at equal quality, the type named more
+  closely wins), as Google's discovery-based clients do by default and as QIDO-RS and STOW-RS
+  answer;
 - `/bulkdata/{tag path}` of an instance, `TTTTTTTT` or `SSSSSSSS/i/TTTTTTTT` nested: the value as
   `multipart/related; type="application/octet-stream"` (default) or `application/octet-stream`,
   little endian and uncompressed (item 45); only paths the metadata lists as bulk data;
@@ -13,6 +16,9 @@ Resources, under `.../dicomWeb/studies/{study}[/series/{series}[/instances/{inst
   native frames as `multipart/related; type="application/octet-stream"`, one part per frame, or
   `application/octet-stream` for a single frame (item 42);
 - `/rendered` and `/frames/{list}/rendered` of an instance (item 43).
+
+BulkDataURIs and Content-Locations are absolute URLs on `DicomWebContext.base_url`: the
+`--public-url`, else the origin the request reached.
 
 Accept negotiation (item 47): the header's media ranges, wildcards and `q` values are weighed
 against what this resource can be rendered as right now; the most specific range that covers a
@@ -73,6 +79,7 @@ ANY_TRANSFER_SYNTAX: Final = "*"
 DICOM: Final = "application/dicom"
 DICOM_JSON: Final = "application/dicom+json"
 DICOM_XML: Final = "application/dicom+xml"
+JSON: Final = "application/json"
 OCTET_STREAM: Final = "application/octet-stream"
 MULTIPART: Final = "multipart/related"
 
@@ -132,11 +139,22 @@ def _specificity(media_range: MediaRange, offer: Offer, default_syntax: DefaultS
 
 
 def negotiate(
-    ranges: Sequence[MediaRange], offers: Sequence[Offer], default_syntax: DefaultSyntax
+    ranges: Sequence[MediaRange],
+    offers: Sequence[Offer],
+    default_syntax: DefaultSyntax,
+    *,
+    specific_first: bool = False,
 ) -> Offer | None:
-    """The offer the Accept ranges prefer (RFC 9110 12.5.1), None when none is acceptable."""
+    """The offer the Accept ranges prefer (RFC 9110 12.5.1), None when none is acceptable.
+
+    A tie in quality goes to the offer named more closely when `specific_first`, then to the
+    first offer.
+    """
     return best_offer(
-        ranges, offers, lambda media_range, offer: _specificity(media_range, offer, default_syntax)
+        ranges,
+        offers,
+        lambda media_range, offer: _specificity(media_range, offer, default_syntax),
+        specific_first=specific_first,
     )
 
 
@@ -288,9 +306,11 @@ class _Wado:
 
     async def metadata(self, request: Request) -> Response:
         store, found = await self._find(request)
-        offers = [Offer(DICOM_JSON, multipart=False)]
+        offers = [Offer(DICOM_JSON, multipart=False), Offer(JSON, multipart=False)]
         ranges = _accept_ranges(request)
-        if negotiate(ranges, offers, _any_syntax) is None:
+        # `application/json, */*` wants plain JSON, though DICOM JSON comes first for `*/*`.
+        chosen = negotiate(ranges, offers, _any_syntax, specific_first=True)
+        if chosen is None:
             reason = ""
             if any(r.media_type == MULTIPART and r.type == DICOM_XML for r in ranges):
                 reason = f'metadata as {MULTIPART}; type="{DICOM_XML}" is not available yet'
@@ -299,7 +319,7 @@ class _Wado:
         first = await self._metadata_batch(request, store, found[:METADATA_BATCH])
         return StreamingResponse(
             self._metadata_body(request, store, found, first),
-            media_type=f"{DICOM_JSON}; charset=utf-8",
+            media_type=f"{chosen.part_type}; charset=utf-8",
         )
 
     async def _metadata_batch(
