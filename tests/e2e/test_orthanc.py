@@ -27,6 +27,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -116,8 +116,7 @@ def _generated(patient: str, series: list[tuple[str, str, list[int]]]) -> list[I
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.Rows = ds.Columns = rows
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-            pixels = np.random.default_rng(number).integers(0, 4096, (rows, rows), np.uint16)
-            ds.PixelData = pixels.tobytes()
+            ds.PixelData = random.Random(number).randbytes(rows * rows * 2)
             data = part10(ds, ExplicitVRLittleEndian)
             found.append(
                 Instance(f"{patient}-{s_index}-{number}", data, pydicom.dcmread(io.BytesIO(data)))
@@ -287,6 +286,17 @@ def test_orthanc_queries_studies_series_and_instances_by_patient_id(pushed: Orth
     assert _uids(pushed.qido(f"/studies/{study}/series"), "0020000E") == {series_uid}
     in_series = pushed.qido(f"/studies/{study}/series/{series_uid}/instances")
     assert _uids(in_series, "00080018") == {ct.SOPInstanceUID}
+
+
+def test_orthanc_explorer_lookup_finds_studies(pushed: OrthancApi) -> None:
+    # The arguments the plugin's own web page sends for a study lookup: tags, fuzzy matching of
+    # person names, and a limit one above the rows it shows.
+    lookup = {"fuzzymatching": "true", "limit": "101"}
+    first, second = of_patient("ORTHANC-1"), of_patient("ORTHANC-2")
+    found = pushed.qido("/studies", {**lookup, "00100010": "interop", "00080020": "20260102"})
+    assert _uids(found, "0020000D") == {first[0].ds.StudyInstanceUID, second[0].ds.StudyInstanceUID}
+    found = pushed.qido("/studies", {**lookup, "00100020": "ORTHANC-2", "00080050": "A-ORTHANC-2"})
+    assert _uids(found, "0020000D") == {second[0].ds.StudyInstanceUID}
 
 
 # Google's DICOMweb takes `*` and `?` literally: in google mode these match nothing, and the
