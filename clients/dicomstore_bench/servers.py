@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -128,13 +128,25 @@ def find_orthanc(binary: str | None, plugin: str | None) -> tuple[str, str] | st
 
 
 @contextlib.contextmanager
-def orthanc_server(tmp: Path, binary: str, plugin: str) -> Iterator[Target]:
-    """Orthanc with its DICOMweb plugin on loopback; storage and index in `tmp/orthanc`."""
-    port, log = free_port(), tmp / "orthanc.log"
-    storage = tmp / "orthanc"
+def orthanc_server(
+    tmp: Path,
+    binary: str,
+    plugin: str,
+    *,
+    name: str = "orthanc",
+    dicomweb_servers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[Target]:
+    """Orthanc with its DICOMweb plugin on loopback, no DICOM listener, no authentication;
+    storage and index in `tmp/NAME`, configuration `tmp/NAME.json`, log `tmp/NAME.log`.
+
+    `dicomweb_servers` are the remote DICOMweb servers its DICOMweb client knows (the plugin's
+    `DicomWeb.Servers`: name -> {"Url": ..., ...}).
+    """
+    port, log = free_port(), tmp / f"{name}.log"
+    storage = tmp / name
     storage.mkdir()
     config = {
-        "Name": "dicomstore-bench",
+        "Name": name,
         "StorageDirectory": str(storage),
         "IndexDirectory": str(storage),
         "StorageCompression": False,
@@ -145,9 +157,14 @@ def orthanc_server(tmp: Path, binary: str, plugin: str) -> Iterator[Target]:
         "AuthenticationEnabled": False,
         "KeepAlive": True,
         "Plugins": [plugin],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "EnableWado": False,
+            "Servers": dict(dicomweb_servers or {}),
+        },
     }
-    config_path = tmp / "orthanc.json"
+    config_path = tmp / f"{name}.json"
     config_path.write_text(json.dumps(config, indent=2))
     with server_process([binary, str(config_path)], log, "Orthanc") as proc:
         base = f"http://127.0.0.1:{port}"

@@ -15,6 +15,15 @@ body); after it, optional linear white space, then CRLF before a part, or "--" f
 delimiter; anything before the first delimiter (preamble) and after the close delimiter
 (epilogue) is ignored. Part headers end with an empty line (CRLF CRLF); header lines are CRLF
 separated, folded lines (leading space or tab) are joined. Bare LF is not a line break.
+
+Boundaries: liberal in what we read, strict in what we write. RFC 2046 5.1.1 allows 1 to 70
+characters from a small alphabet, but real clients send longer ones (Orthanc's DICOMweb client
+sends two UUIDs joined by "-", 73 characters), and other archives accept them. The reader takes
+any boundary of 1 to `MAX_BOUNDARY_LENGTH` printable ASCII characters (space included) that does
+not end in a space: CR, LF and other control characters would break the framing, a trailing
+space cannot be told from the transport padding that may follow a delimiter, and the length
+limit keeps a delimiter a small, fixed look-behind window between feeds. What we write follows
+RFC 2046 (`is_rfc2046_boundary`).
 """
 
 from __future__ import annotations
@@ -27,8 +36,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+#: The longest boundary the reader takes (RFC 2046 5.1.1 says 70; clients send more).
+MAX_BOUNDARY_LENGTH: Final = 200
+#: The rule `is_valid_boundary` applies, in words, for error messages.
+BOUNDARY_RULE: Final = (
+    f"1 to {MAX_BOUNDARY_LENGTH} printable ASCII characters, not ending in a space"
+)
 #: RFC 2046 5.1.1 bcharsnospace plus space: the boundary alphabet (1 to 70 characters).
-_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_RFC2046_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+#: What the reader takes: printable ASCII, no trailing space, 1 to MAX_BOUNDARY_LENGTH.
+_READABLE_BOUNDARY = re.compile(rf"[ -~]{{0,{MAX_BOUNDARY_LENGTH - 1}}}[!-~]")
 #: RFC 9110 5.6.2 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CRLF: Final = b"\r\n"
@@ -146,8 +163,19 @@ def _parameter_value(text: str, position: int) -> tuple[str, int]:
 
 
 def is_valid_boundary(boundary: str) -> bool:
-    """Whether `boundary` follows RFC 2046 5.1.1 (1-70 characters, no trailing space)."""
-    return _BOUNDARY.fullmatch(boundary) is not None
+    """Whether the reader takes `boundary` (`BOUNDARY_RULE`, wider than RFC 2046 5.1.1).
+
+    Accepts the longer boundaries real clients send (Orthanc's are 73 characters); refuses what
+    cannot frame a body: empty, longer than `MAX_BOUNDARY_LENGTH`, a control or non-ASCII
+    character, or a trailing space.
+    """
+    return _READABLE_BOUNDARY.fullmatch(boundary) is not None
+
+
+def is_rfc2046_boundary(boundary: str) -> bool:
+    """Whether `boundary` follows RFC 2046 5.1.1 (1 to 70 characters of its alphabet, no
+    trailing space): the rule for the boundaries we write."""
+    return _RFC2046_BOUNDARY.fullmatch(boundary) is not None
 
 
 def new_boundary() -> str:
@@ -199,7 +227,7 @@ class MultipartReader:
 
     def __init__(self, boundary: str, max_part_bytes: int, spool_threshold: int) -> None:
         if not is_valid_boundary(boundary):
-            raise MalformedMultipart(f"invalid boundary {boundary!r} (RFC 2046 5.1.1)")
+            raise MalformedMultipart(f"invalid boundary {boundary!r}: {BOUNDARY_RULE}")
         self._delimiter = b"\r\n--" + boundary.encode("ascii")
         self._max_part_bytes = max_part_bytes
         self._spool_threshold = spool_threshold
@@ -365,7 +393,7 @@ def multipart_chunks(
     occur in any body (`new_boundary()` is random for that reason). A header name or value
     holding CR or LF raises ValueError: it would forge framing.
     """
-    if not is_valid_boundary(boundary):
+    if not is_rfc2046_boundary(boundary):
         raise ValueError(f"invalid boundary {boundary!r} (RFC 2046 5.1.1)")
     marker = b"--" + boundary.encode("ascii")
     for headers, body in parts:

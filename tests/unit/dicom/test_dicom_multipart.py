@@ -8,12 +8,14 @@ from collections.abc import Iterable, Mapping
 import pytest
 
 from dicomstore.dicom.multipart import (
+    MAX_BOUNDARY_LENGTH,
     MAX_HEADER_BYTES,
     InvalidContentType,
     MalformedMultipart,
     MultipartReader,
     Part,
     PartTooLarge,
+    is_rfc2046_boundary,
     is_valid_boundary,
     multipart_chunks,
     new_boundary,
@@ -124,17 +126,88 @@ def test_parse_content_type_refuses_malformed_headers(header: str) -> None:
         parse_content_type(header)
 
 
+#: Orthanc 1.10's DICOMweb client: two UUIDs joined by "-", 73 characters.
+ORTHANC_BOUNDARY = "7b7a8a3c-7a4f-4b4e-9a43-1d2f0e5c9b11-0c8e6a2d-5f3b-4c1a-8e7d-2b9f4a6c3e10"
+
+
 @pytest.mark.parametrize(
     ("boundary", "valid"),
-    [("a", True), ("a b", True), ("a" * 70, True), ("a" * 71, False), ("a ", False), ("", False)],
+    [
+        ("a", True),
+        ("a b", True),
+        (" a", True),
+        ("a" * 70, True),
+        ("a" * 71, True),  # longer than RFC 2046 allows
+        (ORTHANC_BOUNDARY, True),
+        ("a" * MAX_BOUNDARY_LENGTH, True),
+        ('!"#;<>@[\\]{|}~`', True),  # outside RFC 2046's alphabet, harmless to framing
+        ("a" * (MAX_BOUNDARY_LENGTH + 1), False),
+        ("a ", False),  # a trailing space looks like transport padding
+        ("", False),
+        ("a\r\nb", False),
+        ("a\nb", False),
+        ("a\tb", False),
+        ("a\x00b", False),
+        ("a\x7fb", False),
+        ("é", False),
+    ],
 )
-def test_boundary_rule_follows_rfc_2046(boundary: str, valid: bool) -> None:
+def test_reader_boundary_rule_is_wider_than_rfc_2046(boundary: str, valid: bool) -> None:
     assert is_valid_boundary(boundary) is valid
 
 
+@pytest.mark.parametrize(
+    ("boundary", "valid"),
+    [
+        ("a", True),
+        ("a b", True),
+        ("a" * 70, True),
+        ("a" * 71, False),
+        (ORTHANC_BOUNDARY, False),
+        ("a;b", False),
+        ("a ", False),
+        ("", False),
+    ],
+)
+def test_writer_boundary_rule_follows_rfc_2046(boundary: str, valid: bool) -> None:
+    assert is_rfc2046_boundary(boundary) is valid
+
+
 def test_new_boundary_is_valid_and_fresh() -> None:
-    assert is_valid_boundary(new_boundary())
+    assert is_rfc2046_boundary(new_boundary())
     assert new_boundary() != new_boundary()
+
+
+@pytest.mark.parametrize(
+    "boundary", [ORTHANC_BOUNDARY, "a" * MAX_BOUNDARY_LENGTH, 'q"u;o=t<e>@[x]', "a b"]
+)
+@pytest.mark.parametrize("chunk_size", [1, 13, 1 << 30])
+def test_reader_parses_bodies_framed_with_long_or_unusual_boundaries(
+    boundary: str, chunk_size: int
+) -> None:
+    marker = f"--{boundary}".encode()
+    data = (
+        marker
+        + b"\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n"
+        + marker
+        + b"\r\nContent-Type: application/dicom\r\n\r\n"
+        + marker[:-1]
+        + b"\r\n"
+        + marker
+        + b"--\r\n"
+    )
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    assert read_parts(chunks, boundary=boundary) == [
+        ({"content-type": "application/dicom"}, b"first"),
+        ({"content-type": "application/dicom"}, marker[:-1]),
+    ]
+
+
+def test_content_type_with_a_quoted_long_boundary_reads_back_whole() -> None:
+    header = f'multipart/related; type="application/dicom"; boundary="{ORTHANC_BOUNDARY}"'
+    boundary = parse_content_type(header).boundary
+    assert boundary == ORTHANC_BOUNDARY
+    assert is_valid_boundary(boundary)
 
 
 # --- round trips ------------------------------------------------------------------------------
@@ -181,9 +254,10 @@ def test_writer_refuses_headers_that_would_forge_framing(headers: dict[str, str]
         list(multipart_chunks([(headers, [b"x"])], "bb"))
 
 
-def test_writer_refuses_invalid_boundary() -> None:
+@pytest.mark.parametrize("boundary", ["bad boundary ", "a" * 71, ORTHANC_BOUNDARY, "a;b"])
+def test_writer_refuses_boundaries_outside_rfc_2046(boundary: str) -> None:
     with pytest.raises(ValueError, match="invalid boundary"):
-        list(multipart_chunks([], "bad boundary "))
+        list(multipart_chunks([], boundary))
 
 
 def test_boundary_split_across_feeds_at_every_position() -> None:
@@ -328,6 +402,7 @@ def test_part_exactly_at_the_limit_is_accepted() -> None:
     assert read_parts([encode([({}, b"x" * 100)])], max_part_bytes=100) == [({}, b"x" * 100)]
 
 
-def test_reader_refuses_invalid_boundary() -> None:
-    with pytest.raises(MalformedMultipart, match="invalid boundary"):
-        MultipartReader("", 1, 1)
+@pytest.mark.parametrize("boundary", ["", "a\r\n", "a ", "a" * (MAX_BOUNDARY_LENGTH + 1)])
+def test_reader_refuses_invalid_boundary(boundary: str) -> None:
+    with pytest.raises(MalformedMultipart, match=r"invalid boundary .*printable ASCII"):
+        MultipartReader(boundary, 1, 1)

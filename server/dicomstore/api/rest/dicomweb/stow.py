@@ -68,6 +68,7 @@ from dicomstore.dicom import stow as response_module
 from dicomstore.dicom.accept import best_offer, parse_accept, specificity
 from dicomstore.dicom.json_batch import JsonBatch, MalformedMetadata, Outcome, read_metadata
 from dicomstore.dicom.multipart import (
+    BOUNDARY_RULE,
     ContentType,
     InvalidContentType,
     MalformedMultipart,
@@ -134,7 +135,9 @@ def request_form(header: str | None) -> ContentType:
         if not form.boundary:
             raise HTTPException(400, "multipart/related needs a boundary parameter (RFC 2046)")
         if not is_valid_boundary(form.boundary):
-            raise HTTPException(400, f"invalid multipart boundary {form.boundary!r} (RFC 2046)")
+            raise HTTPException(
+                400, f"invalid multipart boundary {form.boundary!r}: {BOUNDARY_RULE}"
+            )
         return form
     raise HTTPException(
         415, f"Content-Type {header.strip()!r} is not supported; STOW-RS accepts {accepted}"
