@@ -12,8 +12,8 @@ calls at random with fixed weights (see `soak_traffic`): gRPC management and ope
 client that builds its request from server reflection, and deadlines that expire mid-call), REST
 management, DICOMweb STOW (single and multipart), QIDO, WADO (instance, study, metadata, frames,
 a download dropped half-way) and deletes (instance, series, study). The run stops after
-`--duration` seconds or `--calls` calls, whichever comes first. Exit status 1 on any crash or
-unexpected error.
+`--duration` seconds or `--calls` calls, whichever comes first. Exit status 1 on any crash,
+unexpected error, or error line in the server's log (own server).
 
 RSS is sampled every `--rss-period` seconds; the report gives the series and its growth after
 warm-up (the first `--warmup` fraction of the run): the least-squares slope in MB per hour and
@@ -66,6 +66,7 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     crashes: list[Crash] = field(default_factory=list)
+    server_log_errors: list[str] = field(default_factory=list)  # error and critical lines
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
     calls_by_action: dict[str, int] = field(default_factory=dict)
     p50_ms: dict[str, float] = field(default_factory=dict)
@@ -133,6 +134,11 @@ class OwnServer:
         self.crashes.append(Crash(round(at_s, 1), self.proc.returncode, self._tail()))
         self.start()
         return True
+
+    def logged_errors(self) -> list[str]:
+        """The error and critical lines of the server's log (text format), crashes aside."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line for line in lines if line.startswith(("error ", "critical "))]
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -294,6 +300,9 @@ def _print(report: Report, args: argparse.Namespace) -> None:
     print(f"unexpected errors: {sum(report.errors.values())}")
     for kind, count in sorted(report.errors.items()):
         print(f"  {count:>6} {kind}: {report.error_examples[kind]}")
+    print(f"errors in the server's log: {len(report.server_log_errors)}")
+    for line in report.server_log_errors[:20]:
+        print(f"  {line[:300]}")
     print(f"crashes: {len(report.crashes)}")
     for crash in report.crashes:
         print(f"  at {crash.at_s} s, exit status {crash.exit_status}; log tail:\n{crash.log_tail}")
@@ -358,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if server is not None:
                 server.stop()
                 report.crashes = server.crashes
+                report.server_log_errors = server.logged_errors()
     slope, growth, warm = rss_growth(report.rss_mb, args.warmup)
     report.rss_slope_mb_per_h, report.rss_growth_mb, report.rss_warm_mb = slope, growth, warm
     if args.json:
@@ -365,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(body, indent=2, default=str))
     else:
         _print(report, args)
-    return 1 if report.crashes or report.errors else 0
+    return 1 if report.crashes or report.errors or report.server_log_errors else 0
 
 
 if __name__ == "__main__":

@@ -40,6 +40,19 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def _demote_late_replies(record: logging.LogRecord) -> bool:
+    """grpc.aio logs an error with a traceback when it cannot send the reply of a call whose
+    client has gone (its deadline expired, or it hung up) before grpc noticed. Nothing failed
+    on the server's side: the line becomes a debug one."""
+    if record.levelno >= logging.ERROR and record.getMessage().startswith(
+        "ExecuteBatchError raised in core by servicer method"
+    ):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -48,6 +61,8 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # uvicorn's start/stop chatter; its errors still come through.
     logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.WARNING))
+    grpc_log = logging.getLogger("grpc._cython.cygrpc")
+    grpc_log.filters[:] = [_demote_late_replies]
 
 
 def _timestamp(seconds: float) -> str:

@@ -32,6 +32,7 @@ def test_soak_of_thousands_of_mixed_calls_has_no_crash_and_no_unexpected_error()
     assert report["calls"] >= 3000
     assert report["errors"] == {}, report["error_examples"]
     assert report["crashes"] == []
+    assert report["server_log_errors"] == []
     actions = {name for name in dir(Worker) if name.startswith(("grpc_", "rest_", "stow_"))}
     actions |= {name for name in dir(Worker) if name.startswith(("qido", "wado_", "delete_"))}
     assert actions <= set(report["calls_by_action"]), actions - set(report["calls_by_action"])
