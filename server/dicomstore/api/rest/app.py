@@ -1,9 +1,9 @@
 """The HTTP application: `GET /healthz` and Google's REST surface for the management RPCs.
 
 The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
-the gRPC server calls); DICOMweb's own routes (`extra_routes`) come before them, and before both
-the route that answers custom methods (`:verb`) this server does not have (`verbs`). Errors are
-rendered in one place, `error_response`, as Google's JSON error body
+the gRPC server calls); DICOMweb's own routes (`extra_routes`) come before them, and before all
+of them `verbs.UnknownVerbRoute`, which answers the custom methods (`:verb`) this server does not
+have. Errors are rendered in one place, `error_response`, as Google's JSON error body
 `{"error": {"code", "message", "status"}}` whose `status` always agrees with its HTTP code
 (`dicomstore.api.status.code_of_http`):
 

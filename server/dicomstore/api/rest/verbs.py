@@ -21,7 +21,8 @@ Google's methods of datasets, DICOM stores, DICOMweb and operations that this ru
 `datasets.testIamPermissions`, the same four of `dicomStores`, `dicomStores.setBlobStorageSettings`,
 `dicomStores.dicomWeb.studies.getStudyMetrics`, `...studies.setBlobStorageSettings`,
 `...studies.series.getSeriesMetrics` and `...studies.series.instances.getStorageInfo`. Every other
-method of those resources in the discovery document has a route.
+method of those resources in the discovery document has a route (the two `retrieveRendered`
+routes answer 501 as well, once they have found the instance: `dicomweb.wado`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class UnknownVerbRoute(BaseRoute):
             return Match.NONE, {}
         path = raw_path(scope)
         resource, verb = split_verb(path)
-        if verb is None or any(r.template.match(path) is not None for r in self._verb_routes):
+        if verb is None or any(
+            r.template.verb == verb and r.template.match(path) is not None
+            for r in self._verb_routes
+        ):
             return Match.NONE, {}
         return Match.FULL, {_METHOD: self.method_name(scope, resource, verb)}
 
