@@ -222,12 +222,6 @@ def instance_bytes(sop_uid: str = INSTANCE) -> bytes:
     return part10(ds)
 
 
-@dataclass(frozen=True)
-class Fixture:
-    http: httpx.AsyncClient
-    ids: Mapping[str, str]  # flatPath placeholder -> value
-
-
 @pytest.fixture
 async def surface_client(app: App) -> AsyncIterator[httpx.AsyncClient]:
     assert app.http_app is not None
@@ -250,6 +244,12 @@ async def set_up(http: httpx.AsyncClient) -> dict[str, str]:
         headers={"content-type": "application/dicom", "accept": "application/dicom+json"},
     )
     assert stored.status_code == 200, stored.text
+    metadata = await http.get(
+        f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/metadata",
+        headers={"accept": "application/dicom+json"},
+    )
+    [icon] = metadata.json()[0]["00880200"]["Value"]
+    assert icon["7FE00010"]["BulkDataURI"].endswith(f"/bulkdata/{NESTED_BULKDATA}")
     location = LOCATION.split("/")
     return {
         "projectsId": location[1],
