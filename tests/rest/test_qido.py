@@ -329,4 +329,5 @@ async def test_search_in_a_missing_store_is_404(google: httpx.AsyncClient) -> No
 
 async def test_search_routes_take_only_get(google: httpx.AsyncClient) -> None:
     response = await google.delete(WEB + "/instances")
-    assert response.status_code == 405
+    assert response.status_code == 404
+    assert response.headers["allow"] == "GET, HEAD"

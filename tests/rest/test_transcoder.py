@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from starlette.types import ASGIApp
 
 from dicomstore.api.rest.app import SERVICE_CONFIG_HTTP, create_app
-from dicomstore.api.rest.transcoder import PathTemplate, http_rules
+from dicomstore.api.rest.transcoder import PathTemplate, http_rules, split_verb
 from dicomstore.api.status import status_of
 from dicomstore.app import App
 from dicomstore.core import errors
@@ -365,7 +365,7 @@ async def test_get_of_missing_operation_is_404(client: httpx.AsyncClient, datase
 @pytest.mark.parametrize(
     ("method", "path", "http", "status"),
     [
-        ("DELETE", "/v1/{dataset}/operations/1", 405, "UNIMPLEMENTED"),
+        ("DELETE", "/v1/{dataset}/operations/1", 404, "NOT_FOUND"),
         ("GET", "/v1/operations/1", 404, "NOT_FOUND"),
         ("GET", "/v1/operations", 404, "NOT_FOUND"),
         ("DELETE", "/v1/operations/1", 404, "NOT_FOUND"),
@@ -405,9 +405,15 @@ async def test_encoded_colon_is_part_of_the_id_not_a_verb(
     assert ok(await client.get(f"{STORES}/s%3AgetDICOMStoreMetrics")) == named_like_a_verb
 
 
-async def test_unknown_verb_is_part_of_the_id(client: httpx.AsyncClient, dataset: str) -> None:
+async def test_unknown_verb_is_501_naming_it_not_part_of_the_id(
+    client: httpx.AsyncClient, dataset: str
+) -> None:
+    await create_store(client, "s:frobnicate")
     response = await client.get(f"{STORES}/s:frobnicate")
-    assert "s:frobnicate" in error(response, 404, "NOT_FOUND")
+    assert error(response, 501, "UNIMPLEMENTED") == (
+        "method healthcare.projects.locations.datasets.dicomStores.frobnicate"
+        " is not implemented by this server"
+    )
 
 
 async def test_encoded_slash_does_not_split_a_segment(
@@ -447,16 +453,19 @@ async def test_unknown_path_is_404_in_google_error_shape(
         ("PUT", "/v1/{dataset}/dicomStores/s", "DELETE, GET, PATCH"),
         ("POST", "/v1/{dataset}", "DELETE, GET, PATCH"),
         ("DELETE", "/v1/{dataset}/dicomStores", "GET, POST"),
-        ("PUT", "/v1/{dataset}/dicomStores/s:import", "DELETE, GET, PATCH, POST"),
-        ("POST", "/v1/{dataset}/dicomStores/s:getDICOMStoreMetrics", "DELETE, GET, PATCH"),
-        ("PATCH", "/v1/{dataset}/operations/1:cancel", "GET, POST"),
+        ("PUT", "/v1/{dataset}/dicomStores/s:import", "POST"),
+        ("POST", "/v1/{dataset}/dicomStores/s:getDICOMStoreMetrics", "GET"),
+        ("PATCH", "/v1/{dataset}/operations/1:cancel", "POST"),
     ],
 )
-async def test_known_path_with_another_method_is_405(
+async def test_known_path_with_another_method_is_404_method_not_found_with_allow(
     client: httpx.AsyncClient, dataset: str, method: str, path: str, allowed: str
 ) -> None:
+    # Google's front end routes on method and path together: no method, 404 NOT_FOUND.
     response = await client.request(method, path.format(dataset=dataset))
-    assert method in error(response, 405, "UNIMPLEMENTED")
+    message = error(response, 404, "NOT_FOUND")
+    assert message.startswith(f"Method not found: no method is served at {method} /v1/")
+    assert message.endswith(f"; it takes {allowed}")
     assert response.headers["allow"] == allowed
 
 
@@ -670,7 +679,7 @@ async def test_every_request_writes_one_access_line(
         (f"GET {template}", "OK"),
         (f"GET {template}", "NOT_FOUND"),
         ("GET /v1/nowhere", "NOT_FOUND"),
-        (f"PUT {template}", "UNIMPLEMENTED"),
+        (f"PUT {template}", "NOT_FOUND"),
         ("GET /healthz", "OK"),
     ]
     assert lines[0]["request_id"] == "abc"
@@ -925,7 +934,13 @@ def test_bad_template_is_refused(template: str) -> None:
     [
         ("/v1/{name=a/*}:v", "/v1/a/x:v", {("name",): ["a", "x"]}),
         ("/v1/{name=a/*}:v", "/v1/a/x%3Av", None),
-        ("/v1/{name=a/*}", "/v1/a/x:v", {("name",): ["a", "x:v"]}),
+        ("/v1/{name=a/*}:v", "/v1/a/x:y:v", None),
+        ("/v1/{name=a/*}:v", "/v1/a/x:", None),
+        ("/v1/{name=a/*}", "/v1/a/x:v", None),
+        ("/v1/{name=a/*}", "/v1/a/x:", None),
+        ("/v1/{name=a/*}", "/v1/a/x%3Av", {("name",): ["a", "x%3Av"]}),
+        ("/v1/{name=a/**}", "/v1/a/x:v/y", {("name",): ["a", "x:v", "y"]}),
+        ("/v1/{name=a/**}", "/v1/a/x/y:v", None),
         ("/v1/{p.q=a/*}/b", "/v1/a/x/b", {("p", "q"): ["a", "x"]}),
         ("/v1/a", "/v1/%61", {}),
         ("/v1/{name=a/*}", "/v1/a/", None),
@@ -935,6 +950,24 @@ def test_template_matches_raw_segments(
     template: str, path: str, captured: dict[tuple[str, ...], list[str]] | None
 ) -> None:
     assert PathTemplate(template).match(path) == captured
+
+
+@pytest.mark.parametrize(
+    ("path", "split"),
+    [
+        ("/v1/a/b", ("/v1/a/b", None)),
+        ("/v1/a/b:v", ("/v1/a/b", "v")),
+        ("/v1/a/b:", ("/v1/a/b", "")),
+        ("/v1/a/b:v:w", ("/v1/a/b", "v:w")),
+        ("/v1/a:x/b", ("/v1/a:x/b", None)),
+        ("/v1/a/b%3Av", ("/v1/a/b%3Av", None)),
+        ("/v1/a/:v", ("/v1/a/", "v")),
+    ],
+)
+def test_verb_follows_the_first_bare_colon_of_the_last_segment(
+    path: str, split: tuple[str, str | None]
+) -> None:
+    assert split_verb(path) == split
 
 
 def test_rules_parse_from_service_config_text() -> None:

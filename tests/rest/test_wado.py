@@ -830,13 +830,19 @@ async def test_frames_of_a_large_instance_are_read_by_range(
 
 @pytest.mark.parametrize("suffix", ["/rendered", "/frames/1/rendered"])
 @pytest.mark.parametrize("accept", [None, "image/jpeg", "image/png", "*/*"])
-async def test_rendered_is_406_until_rendering_exists(
+async def test_rendered_is_501_until_rendering_exists(
     client: httpx.AsyncClient, instances: Instances, suffix: str, accept: str | None
 ) -> None:
     result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
     headers = {} if accept is None else {"accept": accept}
-    message = not_acceptable(await client.get(instance_path(result) + suffix, headers=headers))
-    assert "rendered images (image/jpeg, image/png) are not available yet" in message
+    message = error(
+        await client.get(instance_path(result) + suffix, headers=headers), 501, "UNIMPLEMENTED"
+    )
+    method = suffix.replace("/frames/1", ".frames").replace("/rendered", ".retrieveRendered")
+    assert message == (
+        "method healthcare.projects.locations.datasets.dicomStores.studies.series.instances"
+        f"{method} is not implemented by this server"
+    )
 
 
 async def test_rendered_frame_out_of_range_is_400(

@@ -49,3 +49,23 @@ STATUS: dict[Code, Status] = {code: Status(_GRPC[int(code)], _HTTP[code]) for co
 
 def status_of(code: Code) -> Status:
     return STATUS[code]
+
+
+# HTTP statuses that no canonical code maps to, which DICOMweb answers (PS3.18 names them): the
+# client sent what the server cannot take (406 an Accept it cannot satisfy, 413 an instance over
+# the size limit, 415 a body type STOW-RS does not take), so their error body says INVALID_ARGUMENT.
+HTTP_ONLY: dict[int, Code] = {
+    406: Code.INVALID_ARGUMENT,
+    413: Code.INVALID_ARGUMENT,
+    415: Code.INVALID_ARGUMENT,
+}
+
+
+def code_of_http(http: int) -> Code:
+    """The code an HTTP status stands for: OK below 400, an HTTP-only status's code, else the
+    first code (in google/rpc/code.proto's order) that maps to it, else UNKNOWN."""
+    if http < 400:
+        return Code.OK
+    if http in HTTP_ONLY:
+        return HTTP_ONLY[http]
+    return next((code for code, status in STATUS.items() if status.http == http), Code.UNKNOWN)

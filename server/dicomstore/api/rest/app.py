@@ -1,12 +1,21 @@
 """The HTTP application: `GET /healthz` and Google's REST surface for the management RPCs.
 
 The REST routes come from the transcoder (`google.api.http` rules over the same handler objects
-the gRPC server calls); DICOMweb's own routes (`extra_routes`) come first. Errors are rendered
-in one place, `error_response`, as Google's JSON error body
-`{"error": {"code", "message", "status"}}`: a domain error gets the HTTP status and status name
-of `dicomstore.api.status`; an unknown path is 404 NOT_FOUND; a known path with another HTTP
-method is 405 (status UNIMPLEMENTED, as grpc-gateway does); anything unexpected is 500 INTERNAL
-with a fixed message naming the request id, and its traceback goes to the log only.
+the gRPC server calls); DICOMweb's own routes (`extra_routes`) come before them, and before all
+of them `verbs.UnknownVerbRoute`, which answers the custom methods (`:verb`) this server does not
+have. Errors are rendered in one place, `error_response`, as Google's JSON error body
+`{"error": {"code", "message", "status"}}` whose `status` always agrees with its HTTP code
+(`dicomstore.api.status.code_of_http`):
+
+- a domain error: the HTTP status and status name of `dicomstore.api.status` (a method this
+  server does not have is 501 UNIMPLEMENTED naming it);
+- a path no route serves: 404 NOT_FOUND;
+- a served path with another HTTP method: 404 NOT_FOUND too, "Method not found", with an `Allow`
+  header naming the methods that path takes. Google's front end routes on the HTTP method and
+  the path together, so to it this is a method that does not exist; 405 has no canonical code;
+- DICOMweb's HTTP-only statuses (406, 413, 415): INVALID_ARGUMENT;
+- anything unexpected: 500 INTERNAL with a fixed message naming the request id; the traceback
+  goes to the log only.
 
 Every request writes one access-log line, like a gRPC call. Its `method` is the HTTP method and
 the matched route's path template (`GET /v1/{name=projects/*/locations/*/datasets/*}`: one value
@@ -30,11 +39,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomstore.api.rest.transcoder import JSON_MEDIA_TYPE, Service, Transcoder, http_rules
-from dicomstore.api.status import STATUS, status_of
+from dicomstore.api.rest.verbs import UnknownVerbRoute
+from dicomstore.api.status import code_of_http, status_of
 from dicomstore.core.errors import Code, DicomStoreError
 from dicomstore.logs import AccessLog
 
@@ -79,8 +89,14 @@ def error_response(scope: Scope, exc: Exception) -> Response:
         status = status_of(exc.code)
         http, name, message = status.http, status.name, exc.message
     elif isinstance(exc, HTTPException) and exc.status_code == 405:
-        http, name, message = 405, status_of(Code.UNIMPLEMENTED).name, exc.detail
-        headers = dict(exc.headers or {})
+        status = status_of(Code.NOT_FOUND)
+        http, name = status.http, status.name
+        allowed = ", ".join(allowed_methods(scope))
+        headers = {"Allow": allowed}
+        message = (
+            f"Method not found: no method is served at {scope['method']} {scope['path']}; "
+            f"it takes {allowed}"
+        )
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         status = status_of(Code.NOT_FOUND)
         message = f"no method is served at {scope['method']} {scope['path']}"
@@ -106,21 +122,20 @@ def error_response(scope: Scope, exc: Exception) -> Response:
     )
 
 
-# HTTP-only statuses of DICOMweb (no canonical code maps to them): the client sent something
-# the server cannot take, so the status name is INVALID_ARGUMENT.
-_HTTP_ONLY = {406: Code.INVALID_ARGUMENT, 413: Code.INVALID_ARGUMENT, 415: Code.INVALID_ARGUMENT}
+def allowed_methods(scope: Scope) -> list[str]:
+    """The HTTP methods some route of the application serves at the request's path."""
+    router = getattr(scope.get("app"), "router", None)
+    allowed: set[str] = set()
+    for route in getattr(router, "routes", ()):
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] is not Match.NONE:
+            allowed.update(methods)
+    return sorted(allowed)
 
 
 def _name_of(http: int) -> str:
-    """The status name of an HTTP status (the first code that maps to it), else UNKNOWN."""
-    if 200 <= http < 400:
-        return status_of(Code.OK).name
-    if http in _HTTP_ONLY:
-        return status_of(_HTTP_ONLY[http]).name
-    for status in STATUS.values():
-        if status.http == http:
-            return status.name
-    return status_of(Code.UNKNOWN).name
+    """The status name an HTTP status stands for."""
+    return status_of(code_of_http(http)).name
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
@@ -218,10 +233,11 @@ def create_app(
         return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
 
     transcoder = Transcoder(services, http_rules(http_config))
+    resources = [*extra_routes, *transcoder.routes]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        *extra_routes,
-        *transcoder.routes,
+        UnknownVerbRoute(transcoder.verb_routes, resources),
+        *resources,
     ]
     return Starlette(
         routes=routes,

@@ -10,8 +10,10 @@ the method, else from the method's `google.api.http` annotation — plus the rul
 - the path template (`/v1/{parent=projects/*/locations/*}/datasets`, nested field paths such as
   `{dicom_store.name=...}`, `*` one segment, `**` the rest, a literal `:verb` suffix) is matched
   segment by segment against the raw (still percent-encoded) path, so a `%2F` or `%3A` inside an
-  id is never taken for a separator or a verb; each captured value is then percent-decoded exactly
-  once (a variable spanning several segments keeps `%2F` encoded, as the specification says);
+  id is never taken for a separator or a verb; a bare `:` in the last segment always starts a
+  verb (`split_verb`), so a template matches such a path only if it has that very verb and never
+  takes the verb for part of an id; each captured value is then percent-decoded exactly once (a
+  variable spanning several segments keeps `%2F` encoded, as the specification says);
 - the body (`*` the whole request message, a field name that field, empty none) is parsed with
   `json_format`, strictly: an unknown field or malformed JSON is INVALID_ARGUMENT;
 - every query parameter sets a field the path and the body leave free (JSON or proto name, nested
@@ -154,15 +156,16 @@ class PathTemplate:
                 raise ValueError(f"path template {template!r}: '**' must be the last segment")
 
     def match(self, raw_path: str) -> dict[tuple[str, ...], list[str]] | None:
-        """The raw (percent-encoded) path segments each variable captures, or None."""
+        """The raw (percent-encoded) path segments each variable captures, or None.
+
+        The path's verb (`split_verb`) must be the template's: none for none.
+        """
         if not raw_path.startswith("/"):
             return None
-        parts = raw_path[1:].split("/")
-        if self.verb is not None:
-            suffix = ":" + self.verb
-            if not parts[-1].endswith(suffix):
-                return None
-            parts[-1] = parts[-1][: -len(suffix)]
+        path, verb = split_verb(raw_path)
+        if verb != self.verb:
+            return None
+        parts = path[1:].split("/")
         segments = self.segments
         many = bool(segments) and segments[-1] == "**"
         fixed = segments[:-1] if many else segments
@@ -175,6 +178,19 @@ class PathTemplate:
             elif unquote(part) != pattern:
                 return None
         return {v.field_path: parts[v.start : v.end] for v in self.variables}
+
+
+def split_verb(raw_path: str) -> tuple[str, str | None]:
+    """A raw path without its custom method's verb, and the verb (None when there is none).
+
+    The verb follows the first bare `:` of the last segment (`.../dicomStores/s:import`). Ids in
+    Google's resource names hold no bare `:` there; an id that holds a `:` is reached encoded
+    (`s%3Aimport`), which is no verb. A `:` that ends the path gives the verb "".
+    """
+    colon = raw_path.find(":", raw_path.rfind("/") + 1)
+    if colon < 0:
+        return raw_path, None
+    return raw_path[:colon], raw_path[colon + 1 :]
 
 
 def _split_outside_braces(text: str) -> list[str]:
@@ -211,7 +227,8 @@ def _decode(parts: Sequence[str], single: bool, field: str) -> str:
         raise invalid(field, "the path is not percent-encoded UTF-8") from None
 
 
-def _raw_path(scope: Scope) -> str:
+def raw_path(scope: Scope) -> str:
+    """The request's path as it came, still percent-encoded, without the query string."""
     raw = scope.get("raw_path")
     if raw is None:
         return quote(scope["path"], safe="/:@!$&'()*+,;=")
@@ -379,7 +396,6 @@ class RpcRoute(BaseRoute):
         self._body = body
         self._response_body = response_body
         self._max_body_bytes = max_body_bytes
-        self.siblings: Sequence[RpcRoute] = [self]  # all the transcoder's routes, for 405s
         request_type = method.input_type
         if body and body != "*" and _field(request_type, body) is None:
             raise ValueError(f"{method.full_name}: body field {body!r} does not exist")
@@ -396,7 +412,7 @@ class RpcRoute(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
-        bindings = self.template.match(_raw_path(scope))
+        bindings = self.template.match(raw_path(scope))
         if bindings is None:
             return Match.NONE, {}
         match = Match.FULL if scope["method"] == self.http_method else Match.PARTIAL
@@ -407,16 +423,7 @@ class RpcRoute(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != self.http_method:
-            raw_path = _raw_path(scope)
-            allowed = sorted(
-                {r.http_method for r in self.siblings if r.template.match(raw_path) is not None}
-            )
-            raise HTTPException(
-                405,
-                f"{scope['method']} is not allowed for {scope['path']}; "
-                f"allowed: {', '.join(allowed)}",
-                headers={"Allow": ", ".join(allowed)},
-            )
+            raise HTTPException(405)
         request = await self.request_message(Request(scope, receive), scope[_BINDINGS])
         response = await self._handler(request)
         if self._response_body:
@@ -520,9 +527,9 @@ class Transcoder:
 
     `rules` plays the part of a service config's `http.rules`: a rule whose `selector` names a
     method (`google.longrunning.Operations.GetOperation`) replaces that method's annotation, and
-    a rule without a pattern takes the method off REST. Routes with a `:verb` come first, so
-    `.../dicomStores/s:getDICOMStoreMetrics` is the metrics call, not a store named
-    `s:getDICOMStoreMetrics` (which a client reaches as `s%3AgetDICOMStoreMetrics`).
+    a rule without a pattern takes the method off REST. `.../dicomStores/s:getDICOMStoreMetrics`
+    is the metrics call, never a store named `s:getDICOMStoreMetrics` (which a client reaches as
+    `s%3AgetDICOMStoreMetrics`); `verb_routes` are the routes with a verb.
     """
 
     def __init__(
@@ -556,11 +563,8 @@ class Transcoder:
                             max_body_bytes,
                         )
                     )
-        # Stable: among equals, the proto's order decides.
-        routes.sort(key=lambda route: route.template.verb is None)
-        for route in routes:
-            route.siblings = routes
         self.routes: list[RpcRoute] = routes
+        self.verb_routes = [route for route in routes if route.template.verb is not None]
 
 
 def http_rules(text: str) -> list[Any]:

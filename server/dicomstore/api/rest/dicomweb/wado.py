@@ -15,7 +15,8 @@ Resources, under `.../dicomWeb/studies/{study}[/series/{series}[/instances/{inst
 - `/frames/{list}` of an instance (1-based, comma separated; in the order asked, repeats kept):
   native frames as `multipart/related; type="application/octet-stream"`, one part per frame, or
   `application/octet-stream` for a single frame (item 42);
-- `/rendered` and `/frames/{list}/rendered` of an instance (item 43).
+- `/rendered` and `/frames/{list}/rendered` of an instance (item 43): not implemented yet, 501
+  UNIMPLEMENTED naming Google's method, once the instance and the frame numbers are found.
 
 BulkDataURIs and Content-Locations are absolute URLs on `DicomWebContext.base_url`: the
 `--public-url`, else the origin the request reached.
@@ -31,7 +32,7 @@ message in Google's words listing what is (healthcare-api-dicomweb-cli #22).
 Not available yet, hence 406 with that message: transcoding (a transfer syntax other than `*`
 or the stored one, which includes the default Explicit VR Little Endian for compressed or
 implicit/big-endian uploads), frames and bulk Pixel Data of compressed instances (Google
-decodes them), rendered images, and metadata as `multipart/related; type=application/dicom+xml`.
+decodes them), and metadata as `multipart/related; type=application/dicom+xml`.
 
 Errors: a study, series or instance that does not exist (or an unknown store) is 404 NOT_FOUND.
 Google's conformance statement documents 403 for "no access or resource doesn't exist" (item
@@ -60,7 +61,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
-from dicomstore.core.errors import FailedPrecondition, NotFound, invalid
+from dicomstore.core.errors import FailedPrecondition, NotFound, Unimplemented, invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.accept import MediaRange, best_offer, matches, parse_accept
@@ -526,14 +527,15 @@ class _Wado:
 
     async def rendered(self, request: Request) -> Response:
         _, (instance,) = await self._find(request)
+        method = _INSTANCE_METHODS + ".retrieveRendered"
         if "frames" in request.path_params:
             self._check_frame_numbers(instance, _frame_numbers(str(request.path_params["frames"])))
-        raise not_acceptable(
-            request,
-            [],
-            "rendered images (image/jpeg, image/png) are not available yet: no media type is"
-            " acceptable for this resource",
-        )
+            method = _INSTANCE_METHODS + ".frames.retrieveRendered"
+        raise Unimplemented(f"method {method} is not implemented by this server")
+
+
+# Google's discovery name of the instance resource's methods.
+_INSTANCE_METHODS = "healthcare.projects.locations.datasets.dicomStores.studies.series.instances"
 
 
 def routes(context: DicomWebContext) -> list[BaseRoute]:
