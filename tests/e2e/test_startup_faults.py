@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.faults import (
+from tests.faults import (
     read_only_bind,
     remount_read_only,
     require_root,
