@@ -19,8 +19,8 @@ import grpc
 import httpx
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
-from tests.faults import blob_files, catalog_state, fill, orphans, require_root, tmpfs
 from tests.e2e.server import ServerProcess, external_target, start_server
+from tests.faults import blob_files, catalog_state, fill, orphans, require_root, tmpfs
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
 pytestmark = pytest.mark.skipif(

@@ -15,19 +15,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.faults import (
-    read_only_bind,
-    remount_read_only,
-    require_root,
-    tmpfs,
-    without_permission_override,
-)
 from tests.e2e.server import (
     ServerProcess,
     base_environment,
     external_target,
     serve_command,
     start_server,
+)
+from tests.faults import (
+    read_only_bind,
+    remount_read_only,
+    require_root,
+    tmpfs,
+    without_permission_override,
 )
 
 pytestmark = pytest.mark.skipif(

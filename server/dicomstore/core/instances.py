@@ -221,16 +221,29 @@ class Instances:
         return settled
 
     async def abandon(self, results: Sequence[Ingested]) -> None:
-        """Forget the pending instances of `results` (their request failed)."""
+        """Forget the pending instances of `results` (their request failed), each even when
+        forgetting another failed; then raise the first failure."""
+        failures: list[Exception] = []
         for result in results:
             pending = result.pending
             if pending is not None:
                 # A row may have been recorded even so: by a `stage` whose caller was cancelled.
-                await self._forget(pending.key if isinstance(pending, NewInstanceRow) else pending)
+                key = pending.key if isinstance(pending, NewInstanceRow) else pending
+                try:
+                    await self._forget(key)
+                except Exception as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
 
     async def _forget(self, key: InstanceKey) -> None:
-        await self._catalog.abort_instance(key)
-        await self._blobs.delete(key.store_key, key.instance_key)
+        """Remove a pending instance's row, then its blob; the blob even when the catalog
+        cannot be written now (a full disk, a lock): its row, if any, is invisible, and recovery
+        removes it at the next start."""
+        try:
+            await self._catalog.abort_instance(key)
+        finally:
+            await self._blobs.delete(key.store_key, key.instance_key)
 
     async def find(
         self,

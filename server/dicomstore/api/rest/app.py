@@ -189,6 +189,10 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if responded:  # too late for an error body: the connection is closed unfinished
+                # Starlette wraps an error its handlers answer, once a response has started.
+                cause = exc.__cause__
+                if isinstance(exc, RuntimeError) and isinstance(cause, DicomStoreError):
+                    exc = cause
                 error_response(scope, exc)  # logs a fault, and the status for the access log
                 if not _logged(exc):
                     log.error("response broken off", exc_info=exc, extra=_where(scope, request_id))
