@@ -10,14 +10,18 @@ DICOM JSON the catalog keeps: its write-ahead log must grow, and cannot).
 from __future__ import annotations
 
 import contextlib
+import io
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import httpx
+import pydicom
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from tests.e2e.server import ServerProcess, external_target, start_server
 from tests.faults import blob_files, catalog_state, fill, orphans, require_root, tmpfs
@@ -242,3 +246,23 @@ def test_full_disk_answers_grpc_writes_resource_exhausted_then_recovers(disk: Di
             dicom_pb2.CreateDicomStoreRequest(parent=DATASET, dicom_store_id="after"), timeout=30
         )
         assert created.name == f"{DATASET}/dicomStores/after"
+
+
+def test_dicomweb_client_retrying_stores_once_space_is_freed(disk: Disk) -> None:
+    """dicomweb-client retries 429 (with backoff): its store succeeds once space is freed."""
+    dataset = pydicom.dcmread(io.BytesIO(instance(10, pixels=PIXEL_BYTES)))
+    client = DICOMwebClient(url=f"{disk.server.http_url}/{WEB}")
+    client.set_http_retry_params(max_attempts=20, wait_exponential_multiplier=50)
+    fill(disk.filler, 0)
+    outcome: list[object] = []
+    storing = threading.Thread(target=lambda: outcome.append(client.store_instances([dataset])))
+    storing.start()
+    refused = disk.server.wait_for_records(
+        lambda r: r.get("message") == "rpc" and r.get("code") == "RESOURCE_EXHAUSTED", timeout=60
+    )
+    assert refused, disk.server.stderr()[-3000:]
+    disk.filler.unlink()
+    storing.join(120)
+    assert len(outcome) == 1, "the client gave up"
+    assert stored_uids(disk.client) == {f"{SERIES}.{n}" for n in (1, 2, 3, 10)}
+    assert retrieve(disk.client, 10) == instance(10, pixels=PIXEL_BYTES)

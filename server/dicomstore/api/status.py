@@ -6,8 +6,9 @@ Some codes say that the server failed, not the request (`Status.fault`): the tra
 an error with its cause (a full disk, a locked catalog, an I/O error and the path it met) and
 the request id, and add the request id to the message the client gets, so that one can be found
 from the other. A full disk is RESOURCE_EXHAUSTED, HTTP 429, as Google answers when a quota is
-exhausted: the gRPC code and the HTTP status stay one pair, and clients (Google's among them)
-retry 429 with backoff, which succeeds once space has been freed.
+exhausted: the gRPC code and the HTTP status stay one pair (507 Insufficient Storage has no
+code), and clients retry 429 with backoff (google-api-python-client, dicomweb-client, which
+retries neither 500 nor 507), which succeeds once space has been freed.
 """
 
 from __future__ import annotations
