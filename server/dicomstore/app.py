@@ -53,7 +53,8 @@ class _HttpServer(uvicorn.Server):
 
 def _bind(settings: Settings) -> socket.socket:
     """Check what start-up needs before anything is created: a usable data directory, both
-    ports free. The HTTP socket, bound; StartupError naming the path or address otherwise."""
+    ports free. The HTTP socket, bound; FailedPrecondition naming the path or address
+    otherwise."""
     startup.check_data_dir(
         settings.data_dir,
         files=[settings.catalog_path, *(Path(f"{settings.catalog_path}{s}") for s in _SIDECARS)],
@@ -90,7 +91,7 @@ class App:
 
     async def start(self) -> None:
         """Serve both transports. Start-up faults (an unusable data directory, a port in use)
-        are StartupError, raised before anything is created."""
+        are FailedPrecondition, raised before anything is created."""
         try:
             await self._start()
         except BaseException:
@@ -100,6 +101,7 @@ class App:
     async def _start(self) -> None:
         settings = self.settings
         self._sock = sock = _bind(settings)
+        credentials = self._credentials()  # unreadable certificate files: before any creation
         await self.catalog.open()
         await self.blobs.open()
         await recover(self.catalog, self.blobs)
@@ -132,7 +134,7 @@ class App:
             services,
             address=startup.address(settings.host, settings.grpc_port),
             access_log=access_log,
-            credentials=self._credentials(),
+            credentials=credentials,
         )
         self.grpc_port = self.grpc.port
         self.http_port = sock.getsockname()[1]

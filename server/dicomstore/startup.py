@@ -1,7 +1,7 @@
 """Start-up checks: a server that cannot start says why in one line and creates nothing.
 
 `App.start` calls these before it opens anything: the data directory (and the catalog and blob
-folder already in it) must be usable, and both ports free. Each failure is a `StartupError`
+folder already in it) must be usable, and both ports free. Each failure is a FAILED_PRECONDITION
 whose message names the path or the address; `dicomstore serve` prints it and exits 1.
 """
 
@@ -15,16 +15,12 @@ from pathlib import Path
 from dicomstore.core.errors import FailedPrecondition
 
 
-class StartupError(FailedPrecondition):
-    """The server cannot start as configured; the message names the path or the address."""
-
-
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind(host: str, port: int, transport: str) -> socket.socket:
-    """A TCP socket bound to host:port (not listening yet); StartupError naming the address."""
+    """A TCP socket bound to host:port (not listening yet), else FailedPrecondition naming it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -33,7 +29,9 @@ def bind(host: str, port: int, transport: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         reason = (exc.strerror or str(exc)).lower()
-        raise StartupError(f"cannot bind {transport} to {address(host, port)}: {reason}") from exc
+        raise FailedPrecondition(
+            f"cannot bind {transport} to {address(host, port)}: {reason}"
+        ) from exc
     return sock
 
 
@@ -54,9 +52,9 @@ def check_data_dir(data_dir: Path, files: Iterable[Path], folders: Iterable[Path
         if not _exists(file):
             continue
         if not file.is_file():
-            raise StartupError(f"{file} is not a regular file")
+            raise FailedPrecondition(f"{file} is not a regular file")
         if not os.access(file, os.R_OK | os.W_OK):
-            raise StartupError(f"{file} is not writable ({_refusal(file)})")
+            raise FailedPrecondition(f"{file} is not writable ({_refusal(file)})")
 
 
 def _exists(path: Path) -> bool:
@@ -66,17 +64,19 @@ def _exists(path: Path) -> bool:
 def _check_folder(folder: Path, what: str) -> None:
     if _exists(folder):
         if not folder.is_dir():
-            raise StartupError(f"{what} {folder} is not a directory")
+            raise FailedPrecondition(f"{what} {folder} is not a directory")
         if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
-            raise StartupError(f"{what} {folder} is not writable ({_refusal(folder)})")
+            raise FailedPrecondition(f"{what} {folder} is not writable ({_refusal(folder)})")
         return
     ancestor = folder.parent
     while not _exists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise StartupError(f"{what} {folder} cannot be created: {ancestor} is not a directory")
+        raise FailedPrecondition(
+            f"{what} {folder} cannot be created: {ancestor} is not a directory"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise StartupError(
+        raise FailedPrecondition(
             f"{what} {folder} cannot be created in {ancestor} ({_refusal(ancestor)})"
         )
 
