@@ -191,7 +191,9 @@ class AccessLogMiddleware:
             if responded:  # too late for an error body: the connection is closed unfinished
                 # Starlette wraps an error its handlers answer, once a response has started.
                 cause = exc.__cause__
-                if isinstance(exc, RuntimeError) and isinstance(cause, DicomStoreError):
+                if isinstance(exc, RuntimeError) and isinstance(
+                    cause, (DicomStoreError, HTTPException)
+                ):
                     exc = cause
                 error_response(scope, exc)  # logs a fault, and the status for the access log
                 if not _logged(exc):
