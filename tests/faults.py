@@ -6,19 +6,14 @@ them is skipped saying why; in CI (`CI` set) it fails, so that nothing is skippe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-#: prctl(2) option, and the two capabilities by which root ignores file permissions.
-_PR_CAPBSET_DROP = 24
-_CAP_DAC_OVERRIDE = 1
-_CAP_DAC_READ_SEARCH = 2
 
 
 def unavailable(reason: str) -> None:
@@ -70,13 +65,13 @@ def read_only_bind(path: Path) -> Iterator[Path]:
         _run("umount", str(path))
 
 
-def without_permission_override() -> None:
-    """A `preexec_fn`: the child keeps uid 0 but loses CAP_DAC_OVERRIDE and
-    CAP_DAC_READ_SEARCH, so file permissions apply to it as to any owner."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
-        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+def without_permission_override(command: list[str]) -> list[str]:
+    """`command` run by util-linux's `setpriv`, which drops CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH from its bounding set: the process keeps uid 0, but file permissions
+    apply to it as to any owner."""
+    if shutil.which("setpriv") is None:
+        unavailable("setpriv (util-linux) is needed to drop root's permission override")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
 
 
 def require_root() -> None:

@@ -36,17 +36,20 @@ pytestmark = pytest.mark.skipif(
 
 
 def refusal(
-    data_dir: Path, *args: str, ports: bool = True, preexec: Callable[[], None] | None = None
+    data_dir: Path,
+    *args: str,
+    ports: bool = True,
+    wrap: Callable[[list[str]], list[str]] = list,
 ) -> list[str]:
-    """Run `dicomstore serve` expecting it to refuse to start: its stderr lines."""
+    """Run `dicomstore serve` (its command line passed through `wrap`) expecting it to refuse
+    to start: its stderr lines."""
     process = subprocess.Popen(
-        serve_command(data_dir, *args, ports=ports),
+        wrap(serve_command(data_dir, *args, ports=ports)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=base_environment(None),
-        preexec_fn=preexec,
     )
     with ServerProcess(process) as server:
         if server.started():
@@ -124,7 +127,7 @@ def test_data_dir_without_write_permission_is_one_line_and_creates_nothing(
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o555)
     data_dir.chmod(0o555)
-    line = only_line(refusal(data_dir, preexec=without_permission_override))
+    line = only_line(refusal(data_dir, wrap=without_permission_override))
     assert line.endswith(f"data directory {data_dir} is not writable (permission denied)")
     assert list(data_dir.iterdir()) == []
 
@@ -157,7 +160,7 @@ def test_catalog_without_write_permission_is_one_line_and_creates_nothing(
     require_root()
     catalog = stopped_catalog / "catalog.sqlite"
     catalog.chmod(0o444)
-    line = only_line(refusal(stopped_catalog, preexec=without_permission_override))
+    line = only_line(refusal(stopped_catalog, wrap=without_permission_override))
     assert line.endswith(f"{catalog} is not writable (permission denied)")
     assert sorted(p.name for p in stopped_catalog.iterdir()) == ["catalog.sqlite"]
 

@@ -156,14 +156,14 @@ async def test_locked_catalog_is_unavailable_on_both_transports_then_works(
 @contextlib.contextmanager
 def serve(data_dir: Path, *, permissions: bool = True) -> Iterator[ServerProcess]:
     """`dicomstore serve`, with root's permission override dropped unless `permissions`."""
+    command = serve_command(data_dir)
     process = subprocess.Popen(
-        serve_command(data_dir),
+        command if permissions else without_permission_override(command),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=base_environment(None),
-        preexec_fn=None if permissions else without_permission_override,
     )
     with ServerProcess(process) as server:
         server.wait_ready()
