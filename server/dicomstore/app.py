@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import uvicorn
@@ -17,6 +18,7 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2
 from google.longrunning import operations_pb2
 from starlette.applications import Starlette
 
+from dicomstore import startup
 from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.rest.app import create_app
 from dicomstore.api.rest.dicomweb import dicomweb_routes
@@ -50,16 +52,25 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+def _bind(settings: Settings) -> socket.socket:
+    """Check what start-up needs before anything is created: a usable data directory, both
+    ports free. The HTTP socket, bound; FailedPrecondition naming the path or address
+    otherwise."""
+    startup.check_data_dir(
+        settings.data_dir,
+        files=[settings.catalog_path, *(Path(f"{settings.catalog_path}{s}") for s in _SIDECARS)],
+        folders=[settings.blob_dir],
+    )
+    sock = startup.bind(settings.host, settings.http_port, "HTTP")
+    try:
+        startup.check_port(settings.host, settings.grpc_port, "gRPC")
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+_SIDECARS = ("-wal", "-shm")  # SQLite's files beside the catalog in WAL mode
 
 
 class App:
@@ -72,6 +83,7 @@ class App:
         self._serving = False
         self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
         self.grpc: GrpcServer | None = None
         self.http_app: Starlette | None = None  # the ASGI app uvicorn serves (tests use it too)
         self.operations: Operations | None = None
@@ -79,14 +91,18 @@ class App:
         self.http_port = 0
 
     async def start(self) -> None:
+        """Serve both transports. Start-up faults (an unusable data directory, a port in use)
+        are FailedPrecondition, raised before anything is created."""
         try:
             await self._start()
         except BaseException:
-            await self.stop()
+            await self._shutdown()
             raise
 
     async def _start(self) -> None:
         settings = self.settings
+        self._sock = sock = _bind(settings)
+        credentials = self._credentials()  # unreadable certificate files: before any creation
         await self.catalog.open()
         await self.blobs.open()
         await recover(self.catalog, self.blobs)
@@ -117,12 +133,11 @@ class App:
         access_log = AccessLog.for_settings(settings.log_level, settings.log_format)
         self.grpc = GrpcServer(
             services,
-            address=_address(settings.host, settings.grpc_port),
+            address=startup.address(settings.host, settings.grpc_port),
             access_log=access_log,
-            credentials=self._credentials(),
+            credentials=credentials,
         )
         self.grpc_port = self.grpc.port
-        sock = _bind(settings.host, settings.http_port)
         self.http_port = sock.getsockname()[1]
         dicomweb = DicomWebContext(
             instances=instances,
@@ -174,6 +189,10 @@ class App:
 
     async def stop(self) -> None:
         """Refuse new work, let in-flight calls finish within the grace period, close storage."""
+        await self._shutdown()
+        log.info("stopped")
+
+    async def _shutdown(self) -> None:
         self._serving = False
         grace = self.settings.shutdown_grace
         if self.grpc is not None:
@@ -181,10 +200,11 @@ class App:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
+        elif self._sock is not None:  # never handed to uvicorn
+            self._sock.close()
         if self.operations is not None:
             await self.operations.close()
         await self.catalog.close()
-        log.info("stopped")
 
 
 async def serve(settings: Settings) -> None:

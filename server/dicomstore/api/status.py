@@ -1,6 +1,14 @@
 """THE mapping from a domain error code to a gRPC status code, an HTTP status and a status name.
 
 HTTP statuses follow google/rpc/code.proto (the mapping Google's REST APIs use).
+
+Some codes say that the server failed, not the request (`Status.fault`): the transports log such
+an error with its cause (a full disk, a locked catalog, an I/O error and the path it met) and
+the request id, and add the request id to the message the client gets, so that one can be found
+from the other. A full disk is RESOURCE_EXHAUSTED, HTTP 429, as Google answers when a quota is
+exhausted: the gRPC code and the HTTP status stay one pair (507 Insufficient Storage has no
+code), and clients retry 429 with backoff (google-api-python-client, dicomweb-client, which
+retries neither 500 nor 507), which succeeds once space has been freed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from dicomstore.core.errors import Code
 class Status:
     grpc: grpc.StatusCode
     http: int
+    fault: bool = False
+    """The server failed, not the request: log it, and name the request id to the client."""
 
     @property
     def name(self) -> str:
@@ -42,9 +52,15 @@ _HTTP = {
     Code.UNAUTHENTICATED: 401,
 }
 
+_FAULTS = frozenset(
+    {Code.UNKNOWN, Code.RESOURCE_EXHAUSTED, Code.INTERNAL, Code.UNAVAILABLE, Code.DATA_LOSS}
+)
+
 _GRPC = {status.value[0]: status for status in grpc.StatusCode}
 
-STATUS: dict[Code, Status] = {code: Status(_GRPC[int(code)], _HTTP[code]) for code in Code}
+STATUS: dict[Code, Status] = {
+    code: Status(_GRPC[int(code)], _HTTP[code], code in _FAULTS) for code in Code
+}
 
 
 def status_of(code: Code) -> Status:
@@ -69,3 +85,8 @@ def code_of_http(http: int) -> Code:
     if http in HTTP_ONLY:
         return HTTP_ONLY[http]
     return next((code for code, status in STATUS.items() if status.http == http), Code.UNKNOWN)
+
+
+def client_message(message: str, status: Status, request_id: str) -> str:
+    """The message a client gets: a fault's names the request id its log line carries."""
+    return f"{message} (request id {request_id})" if status.fault else message

@@ -4,6 +4,10 @@ Names come from internal ids, never from UIDs. A write goes to a temporary file 
 renamed into place and its folder fsynced, so a blob is either absent or complete and durable.
 `xx` (the key modulo 256, in hex) keeps folders small. A write that finds its folder missing (new,
 or removed with its store) creates it and fsyncs the folders holding it, then writes again.
+
+OS errors become domain errors here (`storage_fault`): a full disk is RESOURCE_EXHAUSTED, a
+read-only or unreadable folder or an I/O error INTERNAL, a missing blob NOT_FOUND. A write that
+fails leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -13,16 +17,25 @@ import contextlib
 import io
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dicomstore.core.errors import NotFound
+from dicomstore.core.errors import NotFound, storage_fault
 
 _CHUNK = 1 << 20
 _SUFFIX = ".dcm"
 _PARTIAL = ".partial"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """OS errors of the blob storage's own writes as domain errors (not those of a source)."""
+    try:
+        yield
+    except OSError as exc:
+        raise storage_fault(exc, "writing a blob") from exc
 
 
 def _fsync_folder(folder: str) -> None:
@@ -36,8 +49,9 @@ def _fsync_folder(folder: str) -> None:
 def _write_all(fd: int, data: bytes | memoryview) -> int:
     view = memoryview(data)  # a short write (a full disk, a signal) resumes without a copy
     written = 0
-    while written < len(view):
-        written += os.write(fd, view[written:])
+    with _writing():
+        while written < len(view):
+            written += os.write(fd, view[written:])
     return written
 
 
@@ -64,8 +78,11 @@ class LocalBlobStore:
 
     async def open(self) -> None:
         """Create the root; remove partial writes a crash left behind (nobody refers to them)."""
-        self._root.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._remove_partials)
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self._remove_partials)
+        except OSError as exc:
+            raise storage_fault(exc, f"opening the blob folder {self._root}") from exc
 
     def _remove_partials(self) -> None:
         for partial in self._root.glob(f"*/*/*{_PARTIAL}"):
@@ -85,23 +102,28 @@ class LocalBlobStore:
 
     def _write(self, folder: str, stem: str, source: BinaryIO) -> int:
         partial = stem + _PARTIAL
-        try:
-            fd = os.open(partial, _CREATE, 0o666)
-        except FileNotFoundError:
-            self._make_folder(folder)
-            fd = os.open(partial, _CREATE, 0o666)
+        with _writing():
+            try:
+                fd = os.open(partial, _CREATE, 0o666)
+            except FileNotFoundError:
+                self._make_folder(folder)
+                fd = os.open(partial, _CREATE, 0o666)
         try:
             try:
-                size = _copy(source, fd)
-                os.fsync(fd)
+                size = _copy(source, fd)  # an error reading `source` is not the storage's
+                with _writing():
+                    os.fsync(fd)
             finally:
-                os.close(fd)
-            os.replace(partial, stem + _SUFFIX)
+                with _writing():
+                    os.close(fd)
+            with _writing():
+                os.replace(partial, stem + _SUFFIX)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or the disk refuses: no matter
                 os.unlink(partial)
             raise
-        _fsync_folder(folder)
+        with _writing():
+            _fsync_folder(folder)
         return size
 
     def _make_folder(self, folder: str) -> None:
@@ -118,8 +140,16 @@ class LocalBlobStore:
             blob = await asyncio.to_thread(path.open, "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {store_key}/{instance_key} not found") from None
+        except OSError as exc:
+            raise storage_fault(exc, "reading a blob") from exc
         with blob:
-            while chunk := await asyncio.to_thread(blob.read, _CHUNK):
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(blob.read, _CHUNK)
+                except OSError as exc:
+                    raise storage_fault(exc, "reading a blob") from exc
+                if not chunk:
+                    break
                 yield chunk
 
     def local_path(self, store_key: int, instance_key: int) -> Path:
@@ -128,20 +158,29 @@ class LocalBlobStore:
 
     async def delete(self, store_key: int, instance_key: int) -> None:
         """Remove one blob; removing an absent blob is not an error."""
-        await asyncio.to_thread(self._path(store_key, instance_key).unlink, missing_ok=True)
+        try:
+            await asyncio.to_thread(self._path(store_key, instance_key).unlink, missing_ok=True)
+        except OSError as exc:
+            raise storage_fault(exc, "deleting a blob") from exc
 
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of the complete blobs of a store."""
         folder = self._root / str(store_key)
-        return await asyncio.to_thread(
-            lambda: {int(p.stem) for p in folder.glob(f"*/*{_SUFFIX}") if p.stem.isdigit()}
-        )
+        try:
+            return await asyncio.to_thread(
+                lambda: {int(p.stem) for p in folder.glob(f"*/*{_SUFFIX}") if p.stem.isdigit()}
+            )
+        except OSError as exc:
+            raise storage_fault(exc, "listing blobs") from exc
 
     async def remove_dicom_store(self, store_key: int) -> None:
         folder = self._root / str(store_key)
         # Rename first so a crash mid-removal leaves a folder that recovery recognises as garbage.
         doomed = self._root / f"{store_key}.deleting"
-        await asyncio.to_thread(self._remove, folder, doomed)
+        try:
+            await asyncio.to_thread(self._remove, folder, doomed)
+        except OSError as exc:
+            raise storage_fault(exc, "deleting a store's blobs") from exc
 
     @staticmethod
     def _remove(folder: Path, doomed: Path) -> None:
@@ -151,7 +190,10 @@ class LocalBlobStore:
         shutil.rmtree(doomed, ignore_errors=True)
 
     async def dicom_store_keys(self) -> set[int]:
-        return await asyncio.to_thread(self._keys)
+        try:
+            return await asyncio.to_thread(self._keys)
+        except OSError as exc:
+            raise storage_fault(exc, "listing blobs") from exc
 
     def _keys(self) -> set[int]:
         keys = set()

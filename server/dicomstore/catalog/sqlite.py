@@ -9,6 +9,10 @@ process crash.
 Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so that
 its blob can be written first: from a counter that starts above every key ever used
 (`sqlite_sequence` of the AUTOINCREMENT key), so keys are never reused.
+
+SQLite's faults (a full disk, a catalog locked by another process, a read-only or damaged file,
+an I/O error) become domain errors at this boundary (`sqlite_errors`); at start-up they name the
+catalog's path.
 """
 
 from __future__ import annotations
@@ -20,14 +24,21 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import aiosqlite
 
-from dicomstore.catalog import records
+from dicomstore.catalog import records, sqlite_errors
 from dicomstore.catalog.sqlite_search import SqliteSearch
 from dicomstore.catalog.sqlite_writer import SqliteWriter
-from dicomstore.core.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from dicomstore.core.errors import (
+    Aborted,
+    AlreadyExists,
+    DicomStoreError,
+    FailedPrecondition,
+    NotFound,
+    storage_fault,
+)
 from dicomstore.core.model import (
     Dataset,
     DicomStore,
@@ -48,15 +59,24 @@ _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=10000",
 )
+#: How long a statement waits for a lock another connection holds before it fails UNAVAILABLE.
+BUSY_TIMEOUT_SECONDS: Final = 10.0
 
 
-def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+def _pragmas(busy_timeout: float) -> tuple[str, ...]:
+    return (*_PRAGMAS, f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
+
+
+def _connect(path: Path, busy_timeout: float, *, check_same_thread: bool) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     db.row_factory = sqlite3.Row
-    for pragma in _PRAGMAS:
-        db.execute(pragma)
+    try:
+        for pragma in _pragmas(busy_timeout):
+            db.execute(pragma)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
@@ -72,8 +92,11 @@ def _migrations() -> list[tuple[int, str]]:
 class SqliteCatalog(SqliteSearch):
     """`dicomstore.core.ports.Catalog` on one SQLite file."""
 
-    def __init__(self, path: Path, *, readers: int = 2) -> None:
+    def __init__(
+        self, path: Path, *, readers: int = 2, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         self._path = path
+        self._busy_timeout = busy_timeout
         self._reader_count = readers
         self._writer: SqliteWriter | None = None
         self._readers: list[aiosqlite.Connection] = []
@@ -86,20 +109,33 @@ class SqliteCatalog(SqliteSearch):
     async def _connect_reader(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
         db.row_factory = aiosqlite.Row
-        for pragma in _PRAGMAS:
-            await db.execute(pragma)
+        try:
+            for pragma in _pragmas(self._busy_timeout):
+                await db.execute(pragma)
+        except BaseException:
+            await db.close()
+            raise
         return db
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await asyncio.to_thread(self._open_writer)
-        self._writer = SqliteWriter(connection)
-        self._writer.start()
-        self._readers = [await self._connect_reader() for _ in range(self._reader_count)]
+        """Open (creating if needed) the catalog and bring its schema up to date; a fault is a
+        domain error naming the catalog's path."""
+        doing = f"opening the catalog {self._path}"
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = await asyncio.to_thread(self._open_writer)
+            self._writer = SqliteWriter(connection)
+            self._writer.start()
+            while len(self._readers) < self._reader_count:
+                self._readers.append(await self._connect_reader())
+        except OSError as exc:
+            raise storage_fault(exc, doing) from exc
+        except sqlite3.Error as exc:
+            _raise_translated(exc, doing)
         self._next_reader = itertools.cycle(range(self._reader_count))
 
     def _open_writer(self) -> sqlite3.Connection:
-        db = _connect(self._path, check_same_thread=False)
+        db = _connect(self._path, self._busy_timeout, check_same_thread=False)
         try:
             self._migrate(db)
             self._last_instance_key = int(
@@ -142,16 +178,21 @@ class SqliteCatalog(SqliteSearch):
 
     async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         assert self._writer is not None, "catalog is not open"
-        return await self._writer.run(job)
+        try:
+            return await self._writer.run(job)
+        except sqlite3.Error as exc:
+            _raise_translated(exc, "writing the catalog")
 
     # execute_fetchall is one trip to the connection's thread; execute + fetch + close are three.
 
     async def _one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
-        rows = await self._reader.execute_fetchall(sql, params)
-        return next(iter(rows), None)
+        return next(iter(await self._all(sql, params)), None)
 
     async def _all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        return list(await self._reader.execute_fetchall(sql, params))
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            _raise_translated(exc, "reading the catalog")
 
     async def setting(self, key: str, default: bytes) -> bytes:
         def tx(db: sqlite3.Connection) -> bytes:
@@ -589,6 +630,15 @@ class SqliteCatalog(SqliteSearch):
             _OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
         )
         return [_operation(r) for r in rows]
+
+
+def _raise_translated(exc: sqlite3.Error, doing: str) -> NoReturn:
+    """Raise the domain error of a storage fault, else `exc` itself (a bug: a generic
+    INTERNAL)."""
+    error: DicomStoreError | None = sqlite_errors.translate(exc, doing)
+    if error is None:
+        raise exc
+    raise error from exc
 
 
 # Statements shared by transactions, run on the writer's connection.

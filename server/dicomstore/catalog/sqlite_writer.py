@@ -9,7 +9,10 @@ one, each inside its own SAVEPOINT (a function alone needs none: its transaction
 if it raises). A function that raises is rolled back alone and its caller
 gets the exception; the others commit together, with one fsync of the WAL. Every caller learns
 its result only once that COMMIT has returned, so an acknowledged write is durable; if the
-COMMIT itself fails, every function of the group fails with its error.
+COMMIT itself fails, every function of the group fails with its error; so does every function
+of a group whose transaction SQLite rolled back on its own (it does on a full disk or an I/O
+error in the middle of a transaction, as https://www.sqlite.org/lang_transaction.html says).
+The writer thread outlives any failure: a ROLLBACK that fails too is not allowed to stop it.
 
 A function runs even if its caller stops waiting (cancelled): callers that must undo a write
 they will not acknowledge queue the undo after it, and the queue keeps the order.
@@ -18,6 +21,7 @@ they will not acknowledge queue the undo after it, and the queue keeps the order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -93,7 +97,7 @@ class SqliteWriter:
                 try:
                     result = job(db)
                 except Exception as exc:
-                    if alone:
+                    if alone or not db.in_transaction:  # the whole transaction is gone
                         raise
                     db.execute("ROLLBACK TO job")
                     outcomes.append((future, None, exc))
@@ -104,7 +108,8 @@ class SqliteWriter:
             db.execute("COMMIT")
         except Exception as exc:  # BEGIN, a savepoint, COMMIT or a lone job failed: nothing written
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the callers learn of `exc`
+                    db.execute("ROLLBACK")
             return [(future, None, exc) for _, future in group]
         return outcomes
 

@@ -3,11 +3,18 @@
 One class per canonical code the core raises (google.rpc.Code); the transports map each code to a
 gRPC status and an HTTP status in one place (`dicomstore.api.status`). Errors carry attributes
 (the offending field, the resource) instead of a class per noun.
+
+Faults of the server's own storage (the adapters translate their driver's errors with
+`storage_fault` and `dicomstore.catalog.sqlite_errors`) use three codes, by what a client can do
+about them: RESOURCE_EXHAUSTED when the disk is full (retry once space has been freed),
+UNAVAILABLE when the catalog is locked by another process (retry soon), INTERNAL when the
+storage refuses (read-only, permission denied) or fails (I/O error): an operator must act.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 from typing import ClassVar
 
 
@@ -91,3 +98,33 @@ class Internal(DicomStoreError):
 def invalid(field: str, rule: str) -> InvalidArgument:
     """An INVALID_ARGUMENT whose message names the field and the rule it broke."""
     return InvalidArgument(f"{field}: {rule}", field=field)
+
+
+#: What an OS error number means for the server's storage.
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def insufficient_storage(doing: str) -> ResourceExhausted:
+    """The disk holding the server's data is full."""
+    return ResourceExhausted(
+        f"insufficient storage: the server's disk is full ({doing}); retry once space has been"
+        " freed"
+    )
+
+
+def storage_fault(exc: OSError, doing: str) -> DicomStoreError:
+    """The domain error of an OS error met while `doing` ("writing a blob"): RESOURCE_EXHAUSTED
+    for a full disk or quota, INTERNAL otherwise. The message leaves out the path (clients see
+    it); the OS error, chained by the caller, keeps it for the log."""
+    if exc.errno in _FULL:
+        return insufficient_storage(doing)
+    reason = _REASONS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
+    return Internal(f"the server's storage failed while {doing}: {reason}")

@@ -134,6 +134,10 @@ class Instances:
         self._catalog = catalog
         self._blobs = blobs
         self._operations = operations
+        # Rows of failed requests that could not be removed then (the catalog could not be
+        # written: a full disk, a lock). Invisible, but they hold their UIDs: they go before the
+        # next rows are recorded, so that the request can be retried as it was.
+        self._leftovers: set[InstanceKey] = set()
         operations.register(DELETE_JOB, self._run_delete)
 
     async def ingest(
@@ -201,6 +205,8 @@ class Instances:
     ) -> list[Ingested]:
         rows = [r.pending for r in results if isinstance(r.pending, NewInstanceRow)]
         staged = [r.pending for r in results if isinstance(r.pending, InstanceKey)]
+        if self._leftovers:
+            await self._forget_leftovers()
         if not visible:
             staged = []
         if not rows and not staged:
@@ -221,16 +227,39 @@ class Instances:
         return settled
 
     async def abandon(self, results: Sequence[Ingested]) -> None:
-        """Forget the pending instances of `results` (their request failed)."""
+        """Forget the pending instances of `results` (their request failed), each even when
+        forgetting another failed; then raise the first failure."""
+        failures: list[Exception] = []
         for result in results:
             pending = result.pending
             if pending is not None:
                 # A row may have been recorded even so: by a `stage` whose caller was cancelled.
-                await self._forget(pending.key if isinstance(pending, NewInstanceRow) else pending)
+                key = pending.key if isinstance(pending, NewInstanceRow) else pending
+                try:
+                    await self._forget(key)
+                except Exception as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
 
     async def _forget(self, key: InstanceKey) -> None:
-        await self._catalog.abort_instance(key)
-        await self._blobs.delete(key.store_key, key.instance_key)
+        """Remove a pending instance's row, then its blob; the blob even when the catalog
+        cannot be written now (a full disk, a lock): its row, if any, is invisible, and is
+        removed before the next rows are recorded (or by recovery at the next start)."""
+        try:
+            await self._catalog.abort_instance(key)
+        except Exception:
+            self._leftovers.add(key)
+            raise
+        finally:
+            await self._blobs.delete(key.store_key, key.instance_key)
+
+    async def _forget_leftovers(self) -> None:
+        """Remove the rows failed requests left; raise if the catalog still cannot be written
+        (the write that needs it would fail the same way)."""
+        for key in list(self._leftovers):
+            await self._catalog.abort_instance(key)
+            self._leftovers.discard(key)
 
     async def find(
         self,

@@ -1,7 +1,9 @@
 """The interceptor every call goes through: request id, error mapping, one access-log line.
 
 Domain errors become their gRPC status (`dicomstore.api.status`); anything else becomes INTERNAL
-with a fixed message naming the request id, and its traceback goes to the log only.
+with a fixed message naming the request id, and its traceback goes to the log only. A domain
+error that is the server's fault (a full disk, a locked catalog) is logged with its cause too,
+and its message names the request id; such answers carry it as `x-request-id` trailing metadata.
 
 It also drains the server before it stops: grpc.aio takes calls from grpc core one at a time, and
 core cancels the calls still queued when the server stops. While draining, every new call but a
@@ -22,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from dicomstore.api.status import status_of
+from dicomstore.api.status import client_message, status_of
 from dicomstore.core.errors import DicomStoreError
 from dicomstore.logs import AccessLog
 
@@ -58,16 +60,28 @@ class _Call:
         self.code = grpc.StatusCode.OK
 
     async def fail(self, exc: BaseException) -> None:
+        trailer = (("x-request-id", self.request_id),)
         if isinstance(exc, DicomStoreError):
-            self.code = status_of(exc.code).grpc
-            await self.context.abort(self.code, exc.message)
+            status = status_of(exc.code)
+            self.code = status.grpc
+            if not status.fault:
+                await self.context.abort(self.code, exc.message)
+            log.error(
+                exc.message,
+                exc_info=exc,
+                extra={"method": self.method, "request_id": self.request_id},
+            )
+            message = client_message(exc.message, status, self.request_id)
+            await self.context.abort(self.code, message, trailer)
         self.code = grpc.StatusCode.INTERNAL
         log.error(
             "unhandled error",
             exc_info=exc,
             extra={"method": self.method, "request_id": self.request_id},
         )
-        await self.context.abort(self.code, f"internal error (request id {self.request_id})")
+        await self.context.abort(
+            self.code, f"internal error (request id {self.request_id})", trailer
+        )
 
     def finish(self, access: AccessLog) -> None:
         code: Any = self.code

@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomstore.api.rest.transcoder import JSON_MEDIA_TYPE, Service, Transcoder, http_rules
 from dicomstore.api.rest.verbs import UnknownVerbRoute
-from dicomstore.api.status import code_of_http, status_of
+from dicomstore.api.status import client_message, code_of_http, status_of
 from dicomstore.core.errors import Code, DicomStoreError
 from dicomstore.logs import AccessLog
 
@@ -87,7 +87,10 @@ def error_response(scope: Scope, exc: Exception) -> Response:
     headers: dict[str, str] | None = None
     if isinstance(exc, DicomStoreError):
         status = status_of(exc.code)
-        http, name, message = status.http, status.name, exc.message
+        http, name = status.http, status.name
+        message = client_message(exc.message, status, request_id)
+        if status.fault:
+            log.error(exc.message, exc_info=exc, extra=_where(scope, request_id))
     elif isinstance(exc, HTTPException) and exc.status_code == 405:
         status = status_of(Code.NOT_FOUND)
         http, name = status.http, status.name
@@ -104,11 +107,7 @@ def error_response(scope: Scope, exc: Exception) -> Response:
     elif isinstance(exc, HTTPException):
         http, name, message = exc.status_code, _name_of(exc.status_code), exc.detail
     else:
-        log.error(
-            "unhandled error",
-            exc_info=exc,
-            extra={"method": f"{scope['method']} {scope['path']}", "request_id": request_id},
-        )
+        log.error("unhandled error", exc_info=exc, extra=_where(scope, request_id))
         status = status_of(Code.INTERNAL)
         http, name = status.http, status.name
         message = f"internal error (request id {request_id})"
@@ -131,6 +130,17 @@ def allowed_methods(scope: Scope) -> list[str]:
         if methods and route.matches(scope)[0] is not Match.NONE:
             allowed.update(methods)
     return sorted(allowed)
+
+
+def _logged(exc: Exception) -> bool:
+    """Whether `error_response` logs `exc`: a fault or an unexpected exception."""
+    if isinstance(exc, DicomStoreError):
+        return status_of(exc.code).fault
+    return not isinstance(exc, HTTPException)
+
+
+def _where(scope: Scope, request_id: str) -> dict[str, str]:
+    return {"method": f"{scope['method']} {scope['path']}", "request_id": request_id}
 
 
 def _name_of(http: int) -> str:
@@ -193,9 +203,17 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            if responded:  # too late for an error body; the server closes the connection
-                error_response(scope, exc)
-                raise
+            if responded:  # too late for an error body: the connection is closed unfinished
+                # Starlette wraps an error its handlers answer, once a response has started.
+                cause = exc.__cause__
+                if isinstance(exc, RuntimeError) and isinstance(
+                    cause, (DicomStoreError, HTTPException)
+                ):
+                    exc = cause
+                error_response(scope, exc)  # logs a fault, and the status for the access log
+                if not _logged(exc):
+                    log.error("response broken off", exc_info=exc, extra=_where(scope, request_id))
+                return
             await error_response(scope, exc)(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
