@@ -14,6 +14,7 @@ has arrived for a moment; only then does the server stop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import itertools
 import logging
@@ -99,6 +100,9 @@ class _Call:
 
 _HEALTH = "/grpc.health.v1.Health/"
 _QUIET_SECONDS = 0.1
+_GAPS = 16  # recent arrivals whose gaps set how long "quiet" is
+_GAP_FACTOR = 3
+_IDLE_SECONDS = 1.0  # a longer gap between calls is a lull, not a slow intake
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
@@ -108,7 +112,18 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped: dict[str, Any] = {}
         self._draining = False
         self._in_flight = 0
-        self._last_arrival = 0.0
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=_GAPS)
+
+    def _quiet(self) -> bool:
+        """Whether no call arrived for longer than calls have lately taken to come through:
+        a loaded server takes queued calls from grpc core slowly, and core cancels those still
+        queued when the server stops."""
+        arrivals = self._arrivals
+        if not arrivals:
+            return True
+        gaps = [b - a for a, b in itertools.pairwise(arrivals) if b - a <= _IDLE_SECONDS]
+        wait = max(_QUIET_SECONDS, _GAP_FACTOR * max(gaps, default=0.0))
+        return time.perf_counter() - arrivals[-1] >= wait
 
     async def drain(self, within: float) -> None:
         """Refuse new calls until none is in flight and none arrived lately (or `within` s)."""
@@ -116,14 +131,13 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while loop.time() < deadline:
-            quiet = time.perf_counter() - self._last_arrival >= _QUIET_SECONDS
-            if self._in_flight == 0 and quiet:
+            if self._in_flight == 0 and self._quiet():
                 return
             await asyncio.sleep(0.01)
 
     async def _begin(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _Call:
         self._in_flight += 1
-        self._last_arrival = time.perf_counter()
+        self._arrivals.append(time.perf_counter())
         call = _Call(method, context, self._ids.next(context))
         if self._draining and not method.startswith(_HEALTH):
             call.code = grpc.StatusCode.UNAVAILABLE
