@@ -44,6 +44,11 @@ from dicomstore.logs import AccessLog
 
 log = logging.getLogger("dicomstore")
 
+# How long an idle HTTP connection stays open. Clients reuse a pooled connection until their own
+# idle limit (httpx: 5 s, requests: none); a server that closes first races a request sent just
+# then, which fails with the connection reset. 75 s is nginx's default.
+HTTP_KEEP_ALIVE_S = 75
+
 
 class _HttpServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -161,6 +166,7 @@ class App:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=int(settings.shutdown_grace),
+            timeout_keep_alive=HTTP_KEEP_ALIVE_S,
         )
         self._http = _HttpServer(config)
         await self.grpc.start()
