@@ -184,6 +184,8 @@ class App:
                 "http_port": self.http_port,
                 "host": settings.host,
                 "data_dir": str(settings.data_dir),
+                # The loop that runs, which may differ from --event-loop when uvloop is missing.
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             },
         )
 

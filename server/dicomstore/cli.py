@@ -15,8 +15,8 @@ from dicomstore.app import serve
 from dicomstore.core.errors import DicomStoreError
 
 
-def run(main: Coroutine[Any, Any, None], event_loop: str = "uvloop") -> None:
-    """Run on uvloop where it exists (Linux, macOS) unless asyncio's own loop is asked for."""
+def run(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> None:
+    """Run on asyncio's own loop, or on uvloop when asked and installed (Linux, macOS)."""
     if event_loop == "uvloop":
         try:
             import uvloop

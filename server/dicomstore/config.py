@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 DICOMWEB_MODES = ("google", "standard")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
-EVENT_LOOPS = ("uvloop", "asyncio")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 def _setting(default: Any, help: str, **kwargs: Any) -> Any:
@@ -98,8 +98,9 @@ class Settings:
         4, "long-running operations run at the same time", low=1, high=256
     )
     event_loop: str = _setting(
-        "uvloop",
-        "event loop both transports run on (uvloop falls back to asyncio where it is missing)",
+        "asyncio",
+        "event loop both transports run on: asyncio's own, on which grpcio tests its asyncio"
+        " server, or uvloop (falls back to asyncio where it is not installed)",
         choices=EVENT_LOOPS,
     )
     public_url: str = _setting(
