@@ -260,6 +260,7 @@ class Trials:
         self.tally = tally
         self.server: Server | None = None
         self.generation = 0
+        self.killed = False
         self.expected: dict[str, Sent] = {}  # sop -> instance surely present
         self.gone: set[str] = set()  # sops that must never be visible again
         self.studies: dict[str, list[str]] = {}  # study -> sops in `expected`
@@ -325,7 +326,8 @@ class Trials:
                 requests.append(request)
                 try:
                     await self.stow(client, request)
-                except httpx.TransportError:
+                except Exception as exc:
+                    self._client_error(exc)
                     return  # the kill: this request stays in flight
 
     async def delete_client(self, delete: Delete, start_after: float) -> None:
@@ -350,8 +352,19 @@ class Trials:
                         delete.state = "done"
                         return
                     await asyncio.sleep(0.02)
-            except httpx.TransportError:
-                return
+            except Exception as exc:
+                self._client_error(exc)
+
+    def _client_error(self, exc: Exception) -> None:
+        """A request that failed without an answer: the kill's doing, unless it came first.
+
+        Connections cut by the kill fail in several ways (httpx transport errors, and an
+        AttributeError from anyio when the socket goes away as the connection is set up).
+        """
+        if not self.killed:
+            self.tally.violate(
+                "server", self.tally.trials, f"request failed before the kill: {exc!r}"
+            )
 
     async def prepare_delete(self) -> Delete:
         """A study of `--delete-study-instances` instances, stored and acknowledged."""
@@ -371,6 +384,7 @@ class Trials:
     async def trial(self) -> None:
         assert self.server is not None
         trial = self.tally.trials
+        self.killed = False
         deleting = self.rng.random() < self.args.delete_fraction
         delete = await self.prepare_delete() if deleting else None
         requests: list[Request] = []
@@ -381,6 +395,7 @@ class Trials:
             tasks.append(asyncio.create_task(self.delete_client(delete, self.rng.random() * 0.2)))
         await asyncio.sleep(self.rng.random() * self.args.max_delay)
         phase = self._phase(requests, delete)
+        self.killed = True
         self.server.kill()
         await asyncio.gather(*tasks)
         await self.server.wait()
