@@ -30,6 +30,7 @@ import grpc
 import httpx
 import pytest
 from hypothesis import HealthCheck, reject, settings
+
 from tests.e2e.server import ServerProcess, start_server
 from tests.unit.dicom.dicomfiles import data_file
 
@@ -231,7 +232,9 @@ def _serve(
 
 
 @pytest.fixture(scope="session")
-def google(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Fuzzed]:
+def google(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Fuzzed]:
     """A server in Google's DICOMweb mode, with a dataset, three stores and a few instances."""
     yield from _serve(tmp_path_factory, pytestconfig, "google")
 

@@ -6,12 +6,18 @@ nearly right ones reach deeper into the server."""
 from __future__ import annotations
 
 import base64
+import copy
+import json
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
+import pydicom
 from hypothesis import strategies as st
+from pydicom.dataelem import DataElement
+
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA
 
 MAX_SEED_BYTES = 64 * 1024
@@ -71,7 +77,9 @@ def elements(data: bytes) -> list[Element]:
         if element.length + element.length_size > len(data):
             break
         found.append(element)
-        value = int.from_bytes(data[element.length : element.length + element.length_size], "little")
+        value = int.from_bytes(
+            data[element.length : element.length + element.length_size], "little"
+        )
         if value == 0xFFFFFFFF:
             break
         pos += size + value
@@ -87,10 +95,15 @@ Mutation = Callable[[bytearray], None]
 def mutations(draw: st.DrawFn, name: str, size: int) -> Mutation:
     """One change to a copy of seed `name`, of `size` bytes."""
     found = SEED_ELEMENTS[name]
-    kinds = ["flip", "truncate", "insert", "delete", "duplicate"]
-    if found:
-        kinds += ["length", "length", "tag", "vr"]
-    kind = draw(st.sampled_from(kinds))
+    if found and draw(st.booleans()):
+        return draw(element_mutation(found, size))
+    return draw(byte_mutation(size))
+
+
+@st.composite
+def byte_mutation(draw: st.DrawFn, size: int) -> Mutation:
+    """A flipped bit, a truncation, or bytes inserted, deleted or repeated."""
+    kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "duplicate"]))
     # Half of the positions fall in the first 2 KB, where the headers and short values are.
     position = draw(
         st.one_of(st.integers(0, max(0, min(size, 2048) - 1)), st.integers(0, max(0, size - 1)))
@@ -108,19 +121,23 @@ def mutations(draw: st.DrawFn, name: str, size: int) -> Mutation:
     if kind == "insert":
         extra = draw(st.binary(min_size=1, max_size=16))
         return lambda data: data.__setitem__(slice(position, position), extra)
+    count = draw(st.integers(1, 256))
     if kind == "delete":
-        count = draw(st.integers(1, 64))
         return lambda data: data.__delitem__(slice(position, position + count))
-    if kind == "duplicate":
-        count = draw(st.integers(1, 256))
-        return lambda data: data.__setitem__(
-            slice(position, position), bytes(data[position : position + count])
-        )
+    return lambda data: data.__setitem__(
+        slice(position, position), bytes(data[position : position + count])
+    )
+
+
+@st.composite
+def element_mutation(draw: st.DrawFn, found: list[Element], size: int) -> Mutation:
+    """A top-level element's length, tag or VR overwritten."""
     element = draw(st.sampled_from(found))
+    kind = draw(st.sampled_from(["length", "length", "tag", "vr"]))
     if kind == "length":
         value = draw(
             st.one_of(
-                st.sampled_from(INTERESTING_LENGTHS + [size, size - element.length]),
+                st.sampled_from([*INTERESTING_LENGTHS, size, size - element.length]),
                 st.integers(0, 2 ** (8 * element.length_size) - 1),
             )
         )
@@ -329,10 +346,12 @@ QIDO_KEYS = [
 ]
 qido_value = st.one_of(
     st.sampled_from(
-        ["", "*", "?", "CT", "CT\\MR", "Doe*", "^", "=", "all", "true", "false", "-1", "0"]
-        + ["5001", "99999999999999999999", "20240101-20241231", "20240101-", "-20240101"]
-        + ["2024-01-01", "20241301", "19000101-18000101", "1.2.3,1.2.4", "1.2.*", "00100010"]
-        + ["PatientName,StudyDescription", "120000-130000", "1e3", "0x10", " 1 ", "NaN"]
+        [
+            *("", "*", "?", "CT", "CT\\MR", "Doe*", "^", "=", "all", "true", "false", "-1", "0"),
+            *("5001", "99999999999999999999", "20240101-20241231", "20240101-", "-20240101"),
+            *("2024-01-01", "20241301", "19000101-18000101", "1.2.3,1.2.4", "1.2.*", "00100010"),
+            *("PatientName,StudyDescription", "120000-130000", "1e3", "0x10", " 1 ", "NaN"),
+        ]
     ),
     st.integers(-(2**63), 2**63).map(str),
     st.text(max_size=40),
@@ -501,8 +520,6 @@ def json_body(draw: st.DrawFn) -> bytes:
         return draw(st.binary(max_size=100))
     if choice == 1:
         return repr(draw(json_values)).encode()
-    import json
-
     if choice == 2:
         return json.dumps(draw(json_values)).encode()
     value = draw(
@@ -519,3 +536,132 @@ def json_body(draw: st.DrawFn) -> bytes:
         )
     )
     return json.dumps(value).encode()
+
+
+JSON_SEED_FILES = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "rtplan.dcm",
+    "SC_rgb_small_odd.dcm",
+    "test-SR.dcm",
+)
+
+
+def _json_seed(name: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A seed file as DICOM JSON without its File Meta Information, binary values as
+    BulkDataURIs, and the bytes each URI names."""
+    ds = pydicom.dcmread(PYDICOM_DATA / "test_files" / name)
+    bulk: dict[str, bytes] = {}
+
+    def handler(element: DataElement) -> str:
+        uri = f"bulk/{element.tag:08X}/{len(bulk)}"
+        value = element.value
+        bulk[uri] = value if isinstance(value, bytes) else b""
+        return uri
+
+    metadata = ds.to_json_dict(bulk_data_threshold=64, bulk_data_element_handler=handler)
+    return metadata, bulk
+
+
+JSON_SEEDS = {name: _json_seed(name) for name in JSON_SEED_FILES}
+BULK_MEDIA_TYPES = [
+    "application/octet-stream",
+    "image/jpeg",
+    "image/jp2",
+    "image/dicom-rle",
+    "image/jls",
+    "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+    "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.2",
+    "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
+    "text/plain",
+]
+JSON_VRS = [vr.decode() for vr in VRS] + ["", "XX", "sq", "P", "PNN"]
+
+
+@st.composite
+def json_attribute(draw: st.DrawFn, keys: list[str], uris: list[str]) -> Any:
+    """A broken or odd DICOM JSON attribute (PS3.18 F.2)."""
+    vr = draw(st.sampled_from(JSON_VRS))
+    choice = draw(st.integers(0, 6))
+    if choice == 0:
+        return draw(json_values)
+    if choice == 1:
+        return {"vr": vr}
+    if choice == 2:
+        return {"vr": vr, "Value": draw(st.lists(json_values, max_size=3))}
+    if choice == 3:
+        return {"vr": vr, "InlineBinary": draw(st.one_of(st.text(max_size=20), json_values))}
+    if choice == 4:
+        uri = draw(st.one_of(st.sampled_from(uris or ["x"]), st.text(max_size=20)))
+        return {"vr": vr, "BulkDataURI": uri}
+    if choice == 5:
+        name = draw(st.one_of(st.text(max_size=20), json_values))
+        return {
+            "vr": "PN",
+            "Value": [{draw(st.sampled_from(["Alphabetic", "Ideographic", "x"])): name}],
+        }
+    return {
+        "vr": "SQ",
+        "Value": [draw(st.dictionaries(st.sampled_from(keys), json_values, max_size=3))],
+    }
+
+
+@st.composite
+def dicom_json_request(draw: st.DrawFn) -> tuple[str, bytes]:
+    """(Content-Type, body) of a `type="application/dicom+json"` STOW-RS request: a pydicom
+    test file as DICOM JSON with attributes broken, and its bulk data parts, some missing."""
+    name = draw(st.sampled_from(JSON_SEED_FILES))
+    seed, bulk = JSON_SEEDS[name]
+    metadata = copy.deepcopy(seed)
+    # A new SOP Instance UID, mostly, so that what passes is stored and read back.
+    number = draw(st.integers(0, 10**15))
+    metadata["00080018"] = {"vr": "UI", "Value": [f"1.2.826.0.1.3680043.10.543.{number}"]}
+    keys = sorted(metadata)
+    uris = sorted(bulk)
+    tag = st.one_of(
+        st.sampled_from(keys),
+        st.text("0123456789ABCDEFabcdef", min_size=7, max_size=9),
+        st.text(max_size=10),
+    )
+    for _ in range(draw(st.integers(0, 3))):
+        if draw(st.integers(0, 4)) == 0:
+            metadata.pop(draw(st.sampled_from(keys)), None)
+        else:
+            metadata[draw(tag)] = draw(json_attribute(keys, uris))
+    document: Any = [metadata]
+    shape = draw(st.integers(0, 9))
+    if shape == 0:
+        document = metadata
+    elif shape == 1:
+        document = [metadata, copy.deepcopy(seed)]
+    elif shape == 2:
+        document = draw(json_values)
+    boundary = "fuzz-json-boundary"
+    metadata_type = draw(
+        st.sampled_from(
+            [
+                "application/dicom+json",
+                "application/dicom+json; transfer-syntax=1.2.840.10008.1.2.4.50",
+                "application/json",
+                "application/dicom",
+            ]
+        )
+    )
+    body = f"--{boundary}\r\nContent-Type: {metadata_type}\r\n\r\n".encode()
+    body += json.dumps(document).encode() + b"\r\n"
+    sent = uris
+    if uris and draw(st.integers(0, 2)) == 0:
+        sent = draw(st.lists(st.sampled_from(uris), unique=True))
+    for uri in sent:
+        media = draw(st.sampled_from(BULK_MEDIA_TYPES[:1] * 6 + BULK_MEDIA_TYPES))
+        data = bulk[uri]
+        if draw(st.integers(0, 3)) == 0:
+            data = data[: draw(st.integers(0, len(data)))]
+        body += (
+            f"--{boundary}\r\nContent-Type: {media}\r\nContent-Location: {uri}\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    content_type = f'multipart/related; type="application/dicom+json"; boundary={boundary}'
+    return content_type, body

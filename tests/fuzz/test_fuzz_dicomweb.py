@@ -15,6 +15,7 @@ from tests.fuzz.conftest import WEB, Fuzzed
 from tests.fuzz.strategies import (
     SEEDS,
     accept_header,
+    dicom_json_request,
     media_type,
     multipart_body,
     mutated_dicom,
@@ -37,13 +38,32 @@ def retrieve_urls(answer: Any) -> list[str]:
 
 
 def read_back(server: Fuzzed, target: str, urls: list[str]) -> None:
-    """What was stored reads back (bytes, metadata, first frame) without a 5xx."""
+    """What was stored reads back (bytes, metadata, its bulk data, the first frames, rendered)
+    without a 5xx."""
     for url in urls:
         server.request(target, "GET", url, headers={"Accept": RETRIEVE})
-        server.request(target, "GET", f"{url}/metadata", headers={"Accept": JSON})
-        server.request(
-            target, "GET", f"{url}/frames/1", headers={"Accept": "application/octet-stream"}
-        )
+        metadata = server.request(target, "GET", f"{url}/metadata", headers={"Accept": JSON})
+        for frames in ("1", "2", "1,2"):
+            server.request(
+                target,
+                "GET",
+                f"{url}/frames/{frames}",
+                headers={"Accept": "multipart/related; type=application/octet-stream"},
+            )
+        server.request(target, "GET", f"{url}/rendered", headers={"Accept": "image/jpeg"})
+        if metadata.status_code == 200:
+            for uri in bulk_data_uris(metadata.json()):
+                server.request(target, "GET", uri, headers={"Accept": "*/*"})
+
+
+def bulk_data_uris(value: Any) -> list[str]:
+    """Every BulkDataURI in a DICOM JSON document, nested ones included."""
+    if isinstance(value, dict):
+        found = [value["BulkDataURI"]] if isinstance(value.get("BulkDataURI"), str) else []
+        return found + [uri for item in value.values() for uri in bulk_data_uris(item)]
+    if isinstance(value, list):
+        return [uri for item in value for uri in bulk_data_uris(item)]
+    return []
 
 
 @given(data=mutated_dicom())
@@ -155,3 +175,18 @@ def test_retrieve_of_a_stored_instance_with_odd_accept(
     server.request(
         "http wado of stored instances (Accept)", "GET", path + suffix, headers={"Accept": accept}
     )
+
+
+@given(request=dicom_json_request())
+def test_stow_of_broken_dicom_json_and_bulk_data(
+    server: Fuzzed, request: tuple[str, bytes]
+) -> None:
+    content_type, body = request
+    answer = server.request(
+        "http stow application/dicom+json (broken instances)",
+        "POST",
+        f"{WEB}/studies",
+        content=body,
+        headers={"Content-Type": content_type, "Accept": JSON},
+    )
+    read_back(server, "http wado of stored JSON instances", retrieve_urls(answer))

@@ -176,7 +176,12 @@ def test_page_tokens_over_rest_and_grpc(
     params = {"pageToken": token}
     if page_size is not None or raw_size is not None:
         params["pageSize"] = str(page_size) if raw_size is None else raw_size
-    google.request(f"rest List{what[0].upper()}{what[1:]} page tokens", "GET", f"/v1/{parent}/{what}", params=params)
+    google.request(
+        f"rest List{what[0].upper()}{what[1:]} page tokens",
+        "GET",
+        f"/v1/{parent}/{what}",
+        params=params,
+    )
     size = page_size if page_size is not None else 0
     calls: dict[str, tuple[Any, Any]] = {
         "datasets": (
@@ -292,7 +297,14 @@ uris = st.one_of(
 
 @given(
     method=st.sampled_from(
-        ["CreateDicomStore", "UpdateDicomStore", "PatchDataset", "Import", "Export gcs", "Export bq"]
+        [
+            "CreateDicomStore",
+            "UpdateDicomStore",
+            "PatchDataset",
+            "Import",
+            "Export gcs",
+            "Export bq",
+        ]
     ),
     store_labels=labels,
     paths=mask_paths,
@@ -312,13 +324,17 @@ def test_grpc_request_messages(
     calls: dict[str, tuple[Any, Any]] = {
         "CreateDicomStore": (
             dicom.CreateDicomStore,
-            dicom_pb2.CreateDicomStoreRequest(parent=DATASET, dicom_store_id=text, dicom_store=store),
+            dicom_pb2.CreateDicomStoreRequest(
+                parent=DATASET, dicom_store_id=text, dicom_store=store
+            ),
         ),
         "UpdateDicomStore": (
             dicom.UpdateDicomStore,
             dicom_pb2.UpdateDicomStoreRequest(
                 dicom_store=dicom_pb2.DicomStore(
-                    name=OTHER_STORE, labels=store_labels, notification_config=store.notification_config
+                    name=OTHER_STORE,
+                    labels=store_labels,
+                    notification_config=store.notification_config,
                 ),
                 update_mask=mask,
             ),
@@ -377,7 +393,9 @@ RAW_REQUESTS = {
     ),
     "/google.cloud.healthcare.v1.dicom.DicomService/CreateDicomStore": (
         dicom_pb2.CreateDicomStoreRequest(
-            parent=DATASET, dicom_store_id="raw", dicom_store=dicom_pb2.DicomStore(labels={"a": "b"})
+            parent=DATASET,
+            dicom_store_id="raw",
+            dicom_store=dicom_pb2.DicomStore(labels={"a": "b"}),
         )
     ),
     "/google.cloud.healthcare.v1.dicom.DicomService/GetDicomStore": (
