@@ -408,8 +408,11 @@ class Trials:
             raise
         self.tally.restart_s.append(restart)
         began = time.monotonic()
+        known = len(self.tally.violations)
         await self.check(trial, requests, delete)
         if self.args.verbose:
+            for violation in self.tally.violations[known:]:
+                print(f"trial {trial}: {violation.kind}: {violation.detail}", file=sys.stderr)
             print(
                 f"trial {trial}: killed during {', '.join(phase)}; restart {restart:.2f} s,"
                 f" check {time.monotonic() - began:.2f} s, {len(self.expected)} instances"

@@ -665,3 +665,36 @@ def dicom_json_request(draw: st.DrawFn) -> tuple[str, bytes]:
     body += f"--{boundary}--\r\n".encode()
     content_type = f'multipart/related; type="application/dicom+json"; boundary={boundary}'
     return content_type, body
+
+
+@st.composite
+def encoded_path(draw: st.DrawFn) -> str:
+    """A resource name as a URL path: each segment percent-encoded from text or from any bytes
+    (so invalid UTF-8 too), with an encoded or a bare `:verb` now and then."""
+    name = draw(resource_name())
+    segments = []
+    for segment in name.split("/"):
+        if draw(st.integers(0, 5)) == 0:
+            segment_bytes = draw(st.binary(min_size=1, max_size=12))
+            segments.append(quote(segment_bytes, safe=""))
+        else:
+            segments.append(quote(segment, safe=draw(st.sampled_from(["", ":", ":@"]))))
+    return "/".join(segments)
+
+
+#: A query string from any bytes, percent-encoded: invalid UTF-8, empty names, repeated keys.
+raw_query = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from(["filter", "pageToken", "pageSize", "updateMask", ""]),
+            st.binary(max_size=8),
+        ),
+        st.binary(max_size=20),
+    ),
+    max_size=4,
+).map(
+    lambda pairs: "&".join(
+        f"{quote(k if isinstance(k, bytes) else k.encode(), safe='')}={quote(v, safe='')}"
+        for k, v in pairs
+    )
+)

@@ -8,7 +8,7 @@ keeps something to work on."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
@@ -21,10 +21,12 @@ from tests.fuzz.conftest import DATASET, LOCATION, STORE, Fuzzed
 from tests.fuzz.strategies import (
     ID_TEXT,
     PRINTABLE,
+    encoded_path,
     filter_expression,
     json_body,
     media_type,
     page_token,
+    raw_query,
     resource_name,
 )
 
@@ -88,6 +90,22 @@ def test_rest_resource_names_and_methods(
         params=params,
         content=body,
         headers={"Content-Type": "application/json"} if body is not None else {},
+    )
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
+    path=encoded_path(),
+    query=raw_query,
+)
+def test_rest_encoded_paths_and_raw_query_strings(
+    google: Fuzzed, method: str, path: str, query: str
+) -> None:
+    assume(not (method == "DELETE" and protected(unquote(path))))
+    google.request(
+        "rest management (encoded paths, raw query strings)",
+        method,
+        f"/v1/{path}?{query}" if query else f"/v1/{path}",
     )
 
 
