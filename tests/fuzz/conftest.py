@@ -76,6 +76,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TALLY] = Counter()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A long run takes as long as it takes: no per-test timeout for the fuzz tests then."""
+    if settings.get_current_profile_name() == "long":
+        here = Path(__file__).parent
+        for item in items:
+            if item.path.is_relative_to(here):
+                item.add_marker(pytest.mark.timeout(0))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     tally = config.stash.get(_TALLY, Counter())
     if not tally:
