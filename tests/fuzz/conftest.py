@@ -74,6 +74,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TALLY] = Counter()
+    # A failing input of tens of KB makes Hypothesis warn as it prints it; the suite turns
+    # warnings into errors, which would hide the failure behind the warning.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -176,7 +181,8 @@ class Fuzzed:
         status = response.status_code
         assert status < 500 or status in DOCUMENTED_5XX, (
             f"{response.request.method} {response.request.url} answered {status}:"
-            f" {response.text[:2000]}"
+            f" {response.content[:2000]!r}; the server's log ends with:\n"
+            + self.server.stderr()[-6000:]
         )
         if 400 <= status < 500 and not stored_something(response):
             assert self._digest() == before, (
