@@ -1,5 +1,6 @@
-"""The two benchmark commands, run as a user runs them, on tiny settings: they start their own
-server, measure every workload without a failed request and report it as JSON."""
+"""The benchmark commands and `dicomstore-crash-trials`, run as a user runs them, on tiny
+settings: they start their own server, measure every workload (or run every trial) without a
+failed request or a violation and report it as JSON."""
 
 from __future__ import annotations
 
@@ -88,3 +89,21 @@ def test_grpc_bench_measures_every_scenario_on_its_own_server() -> None:
     for row in measured.values():
         assert row["errors"] == 0, row
         assert row["calls_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], row
+
+
+def test_crash_trials_kill_the_server_and_find_nothing_lost_or_left() -> None:
+    code, report, stderr = _run(
+        "crash_trials",
+        # Seed 4 makes the first trial a delete trial: its study is acknowledged before the kill.
+        *("--trials", "3", "--seed", "4", "--delete-fraction", "0.5"),
+        *("--max-delay", "0.6", "--delete-study-instances", "20"),
+    )
+
+    assert code == 0, stderr
+    assert report["trials"] == 3
+    assert sum(report["violations"].values()) == 0, report["violation_details"]
+    assert set(report["violations"]) >= {"lost", "corrupt", "phantom", "orphan-blob", "catalog"}
+    assert sum(report["kills_by_phase"].values()) >= 3
+    assert report["acknowledged_instances_checked"] >= 20
+    assert sum(report["deletes"].values()) >= 1
+    assert report["restart_s"]["max"] > 0

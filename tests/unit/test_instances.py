@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.errors import Aborted, Code, NotFound
 from dicomstore.core.instances import DELETE_SERIES_METHOD, DELETE_STUDY_METHOD, Instances
-from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance
+from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance, Operation
 from dicomstore.core.names import DatasetName, DicomStoreName
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
@@ -160,3 +161,34 @@ async def test_delete_of_store_during_study_delete_ends_cleanly(
     finished = await catalog.get_operation(operation.name)
     assert finished.done
     assert finished.error is None or finished.error.code != Code.INTERNAL
+
+
+class OperationsFail(SqliteCatalog):
+    """The real catalog, whose recording of an operation fails (the moment a crash or an I/O
+    error would strike between a delete's two writes)."""
+
+    async def create_operation(self, operation: Operation) -> None:
+        raise OSError("recording the operation failed")
+
+
+async def test_study_is_never_marked_deleting_without_its_operation(
+    instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore, tmp_path: Path
+) -> None:
+    failing = OperationsFail(tmp_path / "catalog.sqlite3")  # the same file, a second connection
+    await failing.open()
+    try:
+        operations = Operations(failing, PageTokens(b"k" * 32), concurrency=2)
+        doomed = Instances(failing, blobs, operations)
+        with pytest.raises(OSError, match="recording the operation failed"):
+            await doomed.start_delete(STORE, "1.1")
+
+        # The study was not marked: it takes new instances, as if no delete had been asked.
+        new = NewInstance(
+            "1.1", "1.1.1", "1.1.1.9", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2"
+        )
+        assert list(await failing.list_operations(DATASET, done=None, after="", limit=10)) == []
+        key = await failing.reserve_instance_key(STORE)
+        await failing.add_instance(key, new, 1, visible=True)
+        assert len(await doomed.find(STORE, "1.1")) == 4
+    finally:
+        await failing.close()

@@ -506,3 +506,36 @@ async def test_resume_leaves_finished_operations_alone(tmp_path: Path) -> None:
     finally:
         await ops.close()
         await catalog.close()
+
+
+async def test_prepare_runs_after_the_operation_is_recorded_and_before_its_job(
+    operations: Operations,
+) -> None:
+    seen: list[bool] = []
+
+    async def prepare() -> None:
+        listed = await operations.list(f"{DATASET}/operations", "", 10, "")
+        seen.append(len(listed.items) == 1 and not listed.items[0].done)
+
+    gate = Gate()
+    operations.register("gated", gate)
+    op = await operations.start(DATASET, METHOD, Job("gated"), prepare=prepare)
+    assert seen == [True] and gate.runs == 0
+    gate.release.set()
+    assert (await outcome(operations, op)).error is None
+
+
+async def test_failed_prepare_ends_the_operation_with_its_error_and_runs_no_job(
+    operations: Operations,
+) -> None:
+    async def prepare() -> None:
+        raise NotFound("study 1.2 not found")
+
+    gate = Gate()
+    operations.register("gated", gate)
+    with pytest.raises(NotFound):
+        await operations.start(DATASET, METHOD, Job("gated"), prepare=prepare)
+    (recorded,) = (await operations.list(f"{DATASET}/operations", "", 10, "")).items
+    assert recorded.done and recorded.error is not None
+    assert (recorded.error.code, recorded.error.message) == (Code.NOT_FOUND, "study 1.2 not found")
+    assert gate.runs == 0

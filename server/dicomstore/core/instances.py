@@ -308,20 +308,31 @@ class Instances:
     async def start_delete(
         self, store: DicomStoreName, study_uid: str, series_uid: str | None = None
     ) -> Operation:
-        """Delete a study or series as an operation; it takes no new instances from now on."""
-        await self._catalog.mark_deleting(store, study_uid, series_uid)
+        """Delete a study or series as an operation; it takes no new instances from now on.
+
+        The operation is recorded before the study or series is marked, so that a crash can
+        never leave a mark (which refuses new instances) without the operation that resumes
+        at start-up and removes it with the study.
+        """
+        await self.find(store, study_uid, series_uid)  # NotFound before any operation exists
+
+        async def mark() -> None:
+            await self._catalog.mark_deleting(store, study_uid, series_uid)
+
         method = DELETE_STUDY_METHOD if series_uid is None else DELETE_SERIES_METHOD
         args = {"store": str(store), "study": study_uid, "series": series_uid}
-        return await self._operations.start(store.dataset, method, Job(DELETE_JOB, args))
+        job = Job(DELETE_JOB, args)
+        return await self._operations.start(store.dataset, method, job, prepare=mark)
 
     async def _run_delete(self, context: JobContext) -> OperationResponse:
         # Idempotent: after a restart it deletes what is left.
         store = DicomStoreName.parse(context.args["store"])
+        study, series = context.args["study"], context.args["series"]
         try:
-            found = await self._catalog.find_instances(
-                store, context.args["study"], context.args["series"]
-            )
-        except NotFound:  # the store itself was deleted meanwhile
+            # Marked again: a crash may have come between recording the operation and marking.
+            await self._catalog.mark_deleting(store, study, series)
+            found = await self._catalog.find_instances(store, study, series)
+        except NotFound:  # the store, or what was to be deleted, is gone already
             found = []
         done = 0
         await context.progress(ProgressCounter(pending=len(found)))

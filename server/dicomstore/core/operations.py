@@ -89,8 +89,21 @@ class Operations:
     def register(self, kind: str, job: JobFunction) -> None:
         self._jobs[kind] = job
 
-    async def start(self, dataset: DatasetName, api_method_name: str, job: Job) -> Operation:
-        """Persist a new operation, schedule its job and return it (not yet done)."""
+    async def start(
+        self,
+        dataset: DatasetName,
+        api_method_name: str,
+        job: Job,
+        *,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> Operation:
+        """Persist a new operation, schedule its job and return it (not yet done).
+
+        `prepare` runs once the operation is persisted, before its job is scheduled: what it
+        sets (a study marked as being deleted) then never outlives a crash without the
+        unfinished operation that resumes at start-up and finishes the work. When `prepare`
+        fails, the operation ends with that error and the error propagates.
+        """
         if job.kind not in self._jobs:
             raise ValueError(f"no job registered for {job.kind!r}")
         operation = Operation(
@@ -100,6 +113,19 @@ class Operations:
             job=job,
         )
         await self.catalog.create_operation(operation)
+        if prepare is not None:
+            try:
+                await prepare()
+            except Exception as exc:
+                error = (
+                    OperationError(exc.code, exc.message)
+                    if isinstance(exc, DicomStoreError)
+                    else OperationError(Code.INTERNAL, "internal error")
+                )
+                await self.catalog.update_operation(
+                    dataclasses.replace(operation, end_time=now(), error=error)
+                )
+                raise
         self._schedule(operation)
         return operation
 

@@ -339,7 +339,8 @@ def build_part10(
             f"cannot read the DICOM JSON metadata: {type(exc).__name__}: {exc}",
         ) from exc
     if not charset:
-        dataset.SpecificCharacterSet = _UTF8
+        # A new element: an empty one the JSON gave may have any VR.
+        dataset.add_new(0x00080005, "CS", _UTF8)
     for ref in streamed.values():
         dataset[ref.tag] = _streamed_element(ref, parts.get(ref.uri, ()), transfer_syntax)
     dataset.file_meta = FileMetaDataset()

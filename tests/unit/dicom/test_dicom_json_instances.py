@@ -223,3 +223,14 @@ def test_build_part10_refuses_what_does_not_fit(
         )
     assert caught.value.reason == CANNOT_UNDERSTAND
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize("attribute", [{"vr": "CS"}, {"vr": "IS"}, {"vr": "US", "Value": []}])
+def test_build_part10_writes_utf8_character_set_over_an_empty_one_of_any_vr(
+    attribute: dict[str, Any],
+) -> None:
+    # Found by fuzzing: an empty (0008,0005) of another VR made setting it raise ValueError.
+    instance = parse_instance(metadata(**{"00080005": attribute}), None)
+    stored = build(instance, {}, ExplicitVRLittleEndian)
+    element = stored[0x00080005]
+    assert (element.VR, element.value) == ("CS", "ISO_IR 192")

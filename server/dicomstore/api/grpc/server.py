@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor, message_factory
+from google.protobuf import descriptor, message, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dicomstore.api.grpc import reflection
 from dicomstore.api.grpc.access import AccessInterceptor
-from dicomstore.core.errors import Unimplemented
+from dicomstore.core.errors import InvalidArgument, Unimplemented
 from dicomstore.logs import AccessLog
 
 Service = tuple[descriptor.ServiceDescriptor, object]
@@ -30,6 +30,29 @@ def _missing(method: str) -> Callable[[Any], Awaitable[Any]]:
     return unimplemented
 
 
+class _Undecodable:
+    """Request bytes that do not parse as the method's message. grpc.aio would answer a
+    deserializer's exception with UNKNOWN; the handler answers this with INVALID_ARGUMENT."""
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _deserializer(message_type: descriptor.Descriptor) -> Callable[[bytes], Any]:
+    parse = message_factory.GetMessageClass(message_type).FromString
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except message.DecodeError as exc:
+            reason = str(exc).split(": ", 1)[-1]  # without the message type, named below
+            return _Undecodable(
+                InvalidArgument(f"the request is not a valid {message_type.name}: {reason}")
+            )
+
+    return deserialize
+
+
 def generic_handler(
     service: descriptor.ServiceDescriptor, handlers: object
 ) -> grpc.GenericRpcHandler:
@@ -38,11 +61,13 @@ def generic_handler(
         call = getattr(handlers, method.name, None) or _missing(method.full_name)
 
         async def behaviour(request: Any, context: Any, call: Any = call) -> Any:
+            if isinstance(request, _Undecodable):
+                raise request.error
             return await call(request)
 
         table[method.name] = grpc.unary_unary_rpc_method_handler(
             behaviour,
-            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            request_deserializer=_deserializer(method.input_type),
             response_serializer=message_factory.GetMessageClass(
                 method.output_type
             ).SerializeToString,
