@@ -12,7 +12,8 @@ from typing import Any
 
 #: A run measured in seconds: short timed runs over a few dozen instances.
 TINY = [
-    *("--duration", "0.2"),
+    # A window long enough that a loaded machine still completes a request at concurrency 16.
+    *("--duration", "1"),
     *("--qido-instances", "40", "--qido-queries", "2"),
     *("--load-concurrency", "4"),
 ]
