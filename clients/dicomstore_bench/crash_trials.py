@@ -44,12 +44,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import random
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +59,7 @@ from typing import Any
 import httpx
 
 from dicomstore_bench.corpus import Ids, Template
-from dicomstore_bench.servers import free_port, run_async
+from dicomstore_bench.servers import ServeProcess, run_async
 
 DATASET = "projects/crash/locations/local/datasets/crash"
 STORE = f"{DATASET}/dicomStores/crash"
@@ -70,7 +67,6 @@ BOUNDARY = "dicomstore-crash-trials-boundary"
 DICOM = "application/dicom"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 RETRIEVE = "application/dicom; transfer-syntax=*"
-READY_TIMEOUT_S = 60.0
 OPERATION_TIMEOUT_S = 60.0
 CHUNK = 16 * 1024
 VIOLATION_KINDS = (
@@ -173,60 +169,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class Server:
-    """`dicomstore serve` on a data directory, started again after each kill."""
-
-    def __init__(self, data_dir: Path, log: Path, extra: Sequence[str]) -> None:
-        self.data_dir = data_dir
-        self.log = log
-        self.extra = list(extra)
-        self.proc: asyncio.subprocess.Process | None = None
-        self.base = ""
-
-    @property
-    def web(self) -> str:
-        return f"{self.base}/v1/{STORE}/dicomWeb"
-
-    async def start(self) -> float:
-        """Start and wait until /healthz answers; the seconds it took (recovery included)."""
-        port = free_port()
-        command = ["-m", "dicomstore.cli", "serve", "--grpc-port", "0", "--http-port", str(port)]
-        command += ["--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra]
-        began = time.monotonic()
-        with self.log.open("ab") as sink:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, *command, stdout=sink, stderr=subprocess.STDOUT
-            )
-        self.base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() - began < READY_TIMEOUT_S:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"dicomstore exited with {self.proc.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.base}/healthz")).status_code == 200:
-                        return time.monotonic() - began
-                await asyncio.sleep(0.02)
-        raise RuntimeError(f"dicomstore did not answer /healthz within {READY_TIMEOUT_S:.0f} s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-
-    async def wait(self) -> None:
-        if self.proc is not None:
-            await asyncio.wait_for(self.proc.wait(), 30)
-
-    async def stop(self) -> None:
-        """SIGTERM, as an operator stops it; SIGKILL if it has not exited within 30 s."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-
 def multipart_chunks(parts: Sequence[bytes]) -> list[bytes]:
     """A `multipart/related; type="application/dicom"` body cut into CHUNK-sized pieces."""
     head = f"--{BOUNDARY}\r\nContent-Type: {DICOM}\r\n\r\n".encode()
@@ -258,12 +200,17 @@ class Trials:
         self.rng = random.Random(args.seed)
         self.corpus = Corpus(self.rng, args.large_fraction)
         self.tally = tally
-        self.server: Server | None = None
+        self.server: ServeProcess | None = None
         self.generation = 0
         self.killed = False
         self.expected: dict[str, Sent] = {}  # sop -> instance surely present
         self.gone: set[str] = set()  # sops that must never be visible again
         self.studies: dict[str, list[str]] = {}  # study -> sops in `expected`
+
+    @property
+    def web(self) -> str:
+        assert self.server is not None
+        return f"{self.server.base}/v1/{STORE}/dicomWeb"
 
     # Set-up
 
@@ -274,7 +221,7 @@ class Trials:
         data_dir = self.work / f"data-{self.generation}"
         if self.generation > 1 and not self.args.keep:
             shutil.rmtree(self.work / f"data-{self.generation - 1}", ignore_errors=True)
-        self.server = Server(data_dir, self.work / "server.log", self.args.server_arg)
+        self.server = ServeProcess(data_dir, self.work / "server.log", self.args.server_arg)
         await self.server.start()
         self.expected.clear()
         self.gone.clear()
@@ -313,7 +260,7 @@ class Trials:
         multipart = index % 2 == 1
         study = self.corpus.study()
         number = 0
-        async with httpx.AsyncClient(base_url=self.server.web, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=self.web, timeout=60) as client:
             while True:
                 if multipart:
                     count = 80 if self.rng.random() < 0.05 else self.rng.randint(2, 12)
@@ -373,7 +320,7 @@ class Trials:
         count = self.args.delete_study_instances
         sent = [self.corpus.instance(study, n // 50, n, small=True) for n in range(count)]
         request = Request("multipart", sent)
-        async with httpx.AsyncClient(base_url=self.server.web, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=self.web, timeout=120) as client:
             await self.stow(client, request)
         if request.acknowledged != {s.sop for s in sent}:
             raise RuntimeError(f"storing the study to delete failed ({request.state})")

@@ -12,14 +12,16 @@ import importlib.metadata
 import importlib.util
 import json
 import multiprocessing
+import os
 import random
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 
 DICOMSTORE_STORE = "projects/bench/locations/local/datasets/bench/dicomStores/bench"
+SERVE_READY_S = 60.0
 ORTHANC_PLUGIN_PATHS = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
     "/usr/lib/orthanc/libOrthancDicomWeb.so",
@@ -108,6 +111,84 @@ def dicomstore_server(tmp: Path) -> Iterator[Target]:
         version = importlib.metadata.version("dicomstore")
         root = f"{base}/v1/{DICOMSTORE_STORE}/dicomWeb"
         yield Target("dicomstore", root, proc.pid, True, True, version)
+
+
+class ServeProcess:
+    """`dicomstore serve` on a data directory, as a child process that the long-running commands
+    (the soak, the crash trials) watch, kill and start again on the same ports and data."""
+
+    def __init__(
+        self, data_dir: Path, log: Path, extra: Sequence[str] = (), *, core_dumps: bool = False
+    ) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        self.extra = list(extra)
+        self.core_dumps = core_dumps
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs (or before it started), else its exit status."""
+        return self.proc.returncode if self.proc is not None else None
+
+    def _no_core_limit(self) -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    async def start(self) -> float:
+        """Start it and wait until /healthz answers: the seconds it took (recovery included)."""
+        command = ["-m", "dicomstore.cli", "serve", "--data-dir", str(self.data_dir)]
+        command += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
+        command += ["--log-level", "warning", *self.extra]
+        began = time.monotonic()
+        with self.log.open("ab") as sink:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._no_core_limit if self.core_dumps else None,
+            )
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() - began < SERVE_READY_S:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(
+                        f"dicomstore exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.base}/healthz")).status_code == 200:
+                        return time.monotonic() - began
+                await asyncio.sleep(0.02)
+        raise RuntimeError(f"dicomstore did not answer /healthz within {SERVE_READY_S:.0f} s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    async def wait(self) -> None:
+        if self.proc is not None:
+            await asyncio.wait_for(self.proc.wait(), 30)
+
+    async def stop(self) -> int | None:
+        """SIGTERM, as an operator stops it; SIGKILL if it has not exited within 30 s. The exit
+        status, or None if it had already exited (its status is `returncode`)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            return await self.proc.wait()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
 
 def find_orthanc(binary: str | None, plugin: str | None) -> tuple[str, str] | str:

@@ -29,9 +29,6 @@ import json
 import math
 import os
 import platform
-import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,11 +41,8 @@ import grpc
 import httpx
 
 from dicomstore_bench.load import RssSampler, process_tree
-from dicomstore_bench.servers import free_port, run_async
+from dicomstore_bench.servers import ServeProcess, run_async
 from dicomstore_bench.soak_traffic import EndedEarly, Stats, Unexpected, Worker
-
-READY_S = 60.0
-LOG_TAIL_CHARS = 6000
 
 
 @dataclass
@@ -76,87 +70,10 @@ class Report:
     rss_warm_mb: float = math.nan
 
 
-class OwnServer:
-    """`dicomstore serve` as a child process that is restarted, and counted, when it dies."""
-
-    def __init__(
-        self, data_dir: Path, mode: str, core_dumps: bool, extra: Sequence[str] = ()
-    ) -> None:
-        self.data_dir = data_dir
-        self.mode = mode
-        self.extra = list(extra)
-        self.core_dumps = core_dumps
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.log = data_dir.parent / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.crashes: list[Crash] = []
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def _limits(self) -> None:
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "dicomstore.cli", "serve"]
-        command += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
-        command += ["--data-dir", str(self.data_dir), "--dicomweb-mode", self.mode]
-        command += ["--log-level", "warning", "--log-format", "text", *self.extra]
-        with self.log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                command,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir.parent,
-                preexec_fn=self._limits if self.core_dumps else None,
-            )
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dicomstore exited at start:\n{self._tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                url = f"http://127.0.0.1:{self.http_port}/healthz"
-                if httpx.get(url, timeout=1).status_code == 200:
-                    print(f"dicomstore serve: pid {self.proc.pid}", file=sys.stderr, flush=True)
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"dicomstore did not answer within {READY_S} s:\n{self._tail()}")
-
-    def _tail(self) -> str:
-        return self.log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-
-    def check(self, at_s: float) -> bool:
-        """Whether the server died since the last check; if so, count it and start another."""
-        if self.proc is None or self.proc.poll() is None:
-            return False
-        self.crashes.append(Crash(round(at_s, 1), self.proc.returncode, self._tail()))
-        self.start()
-        return True
-
-    def logged_errors(self) -> list[str]:
-        """The error and critical lines of the server's log (text format), crashes aside."""
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [line for line in lines if line.startswith(("error ", "critical "))]
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            status = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            status = self.proc.wait()
-        if status != 0:
-            self.crashes.append(Crash(-1, status, "at SIGTERM: " + self._tail()))
-
-
 class Soak:
     """The workers, the watch over the server, the RSS samples; `run` fills the report."""
 
-    def __init__(self, args: argparse.Namespace, server: OwnServer | None, report: Report):
+    def __init__(self, args: argparse.Namespace, server: ServeProcess | None, report: Report):
         self.args = args
         self.server = server
         self.report = report
@@ -176,6 +93,30 @@ class Soak:
         return time.monotonic() - self.started
 
     async def run(self) -> None:
+        if self.server is not None:
+            await self._start_server()
+        try:
+            await self._drive()
+        finally:
+            if self.server is not None:
+                status = await self.server.stop()
+                if status not in (0, None):
+                    self._crashed(f"exit status {status} at SIGTERM")
+                self.report.server_log_errors = _logged_errors(self.server.log)
+        self._summarise()
+
+    async def _start_server(self) -> None:
+        assert self.server is not None
+        await self.server.start()
+        print(f"dicomstore serve: pid {self.server.pid}", file=sys.stderr, flush=True)
+
+    def _crashed(self, what: str) -> None:
+        assert self.server is not None
+        status = self.server.returncode
+        self.report.crashes.append(Crash(round(self.elapsed, 1), status, self.server.log_tail()))
+        print(f"[{self.elapsed:7.1f} s] server died ({what})", file=sys.stderr, flush=True)
+
+    async def _drive(self) -> None:
         args = self.args
         async with grpc.aio.insecure_channel(self.grpc_target) as channel:
             clients = [
@@ -194,7 +135,6 @@ class Soak:
             finally:
                 for client in clients:
                     await client.aclose()
-        self._summarise()
 
     async def _call(self, name: str, action: Callable[[], Awaitable[None]]) -> None:
         stats = self.stats
@@ -228,8 +168,9 @@ class Soak:
         while not self.stop.is_set():
             await asyncio.sleep(0.5)
             elapsed = self.elapsed
-            if self.server is not None and await asyncio.to_thread(self.server.check, elapsed):
-                print(f"[{elapsed:7.1f} s] server died; restarted", file=sys.stderr)
+            if self.server is not None and self.server.returncode is not None:
+                self._crashed(f"exit status {self.server.returncode}; restarted")
+                await self._start_server()
             if elapsed >= args.duration:
                 self.stop.set()
             if args.report_every and elapsed >= next_report:
@@ -264,6 +205,12 @@ class Soak:
             last = len(ordered) - 1
             report.p50_ms[action] = round(ordered[last // 2], 2)
             report.p99_ms[action] = round(ordered[min(last, len(ordered) * 99 // 100)], 2)
+
+
+def _logged_errors(log: Path) -> list[str]:
+    """The error and critical lines of the server's log (text format)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if line.startswith(("error ", "critical "))]
 
 
 def rss_growth(samples: Sequence[tuple[float, float]], warmup: float) -> tuple[float, float, float]:
@@ -332,11 +279,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pid", type=int, help="with --target: the server's pid, for RSS")
     parser.add_argument("--core-dumps", action="store_true", help="own server: no core limit")
     parser.add_argument(
-        "--serve-arg",
+        "--server-arg",
         action="append",
         default=[],
         metavar="ARG",
-        help="own server: one more `dicomstore serve` argument (repeat: --serve-arg=--flag=value)",
+        help="own server: one more `dicomstore serve` argument (repeat: --server-arg=--flag=value)",
     )
     parser.add_argument("--keep", type=Path, help="own server: keep its data dir and log here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -359,15 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _workdir(args.keep) as work:
         server = None
         if not args.target:
-            server = OwnServer(work / "data", args.mode, args.core_dumps, args.serve_arg)
-            server.start()
-        try:
-            run_async(Soak(args, server, report).run())
-        finally:
-            if server is not None:
-                server.stop()
-                report.crashes = server.crashes
-                report.server_log_errors = server.logged_errors()
+            extra = ["--dicomweb-mode", args.mode, "--log-format", "text", *args.server_arg]
+            log = work / "server.log"
+            server = ServeProcess(work / "data", log, extra, core_dumps=args.core_dumps)
+        run_async(Soak(args, server, report).run())
     slope, growth, warm = rss_growth(report.rss_mb, args.warmup)
     report.rss_slope_mb_per_h, report.rss_growth_mb, report.rss_warm_mb = slope, growth, warm
     if args.json:

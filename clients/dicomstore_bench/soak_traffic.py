@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import httpx
@@ -305,8 +306,9 @@ class Worker:
         method = pool.FindServiceByName(
             "google.cloud.healthcare.v1.dataset.DatasetService"
         ).FindMethodByName("GetDataset")
-        request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
+        # Classes made at run time from the descriptors: their fields are unknown to the checker.
+        request_class: Any = message_factory.GetMessageClass(method.input_type)
+        response_class: Any = message_factory.GetMessageClass(method.output_type)
         call = channel.unary_unary(
             "/google.cloud.healthcare.v1.dataset.DatasetService/GetDataset",
             request_serializer=request_class.SerializeToString,
