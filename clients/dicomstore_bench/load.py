@@ -52,6 +52,20 @@ class RequestFailed(Exception):
     """A request that did not do what it should; the message is the reason counted."""
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A `kB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`), 0 once the process is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of `pid` and its descendants."""
+    return sum(status_kb(p, "VmRSS:") for p in process_tree(pid))
+
+
 class RssSampler:
     """Peak resident memory of each server's process tree, per phase, polled from /proc."""
 
@@ -62,17 +76,9 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
 
-    @staticmethod
-    def _status_kb(pid: int, key: str) -> int:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(key):
-                    return int(line.split()[1])
-        return 0
-
     def _sample(self) -> None:
         for name, pid in self.pids.items():
-            kb = sum(self._status_kb(p, "VmRSS:") for p in process_tree(pid))
+            kb = tree_rss_kb(pid)
             peaks = self.peaks[name]
             peaks[self.phase] = max(peaks.get(self.phase, 0), kb)
 
@@ -87,7 +93,7 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._sample()
         for name, pid in self.pids.items():
-            hwm = self._status_kb(pid, "VmHWM:")
+            hwm = status_kb(pid, "VmHWM:")
             self.peaks[name]["hwm"] = hwm
         self._stop.set()
         self._thread.join()

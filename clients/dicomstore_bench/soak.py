@@ -40,7 +40,7 @@ from typing import Any
 import grpc
 import httpx
 
-from dicomstore_bench.load import RssSampler, process_tree
+from dicomstore_bench.load import tree_rss_kb
 from dicomstore_bench.servers import ServeProcess, run_async
 from dicomstore_bench.soak_traffic import EndedEarly, Stats, Unexpected, Worker
 
@@ -187,8 +187,7 @@ class Soak:
         while not self.stop.is_set():
             pid = self.server.pid if self.server is not None else self.args.pid
             if pid:
-                kb = sum(RssSampler._status_kb(p, "VmRSS:") for p in process_tree(pid))
-                self.report.rss_mb.append((round(self.elapsed, 1), kb / 1024))
+                self.report.rss_mb.append((round(self.elapsed, 1), tree_rss_kb(pid) / 1024))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.args.rss_period)
 
