@@ -83,6 +83,10 @@ class ResourceExhausted(DicomStoreError):
     code = Code.RESOURCE_EXHAUSTED
 
 
+class ObjectTooLarge(InvalidArgument):
+    """A Cloud Storage object larger than the server takes for one instance."""
+
+
 class Unimplemented(DicomStoreError):
     code = Code.UNIMPLEMENTED
 

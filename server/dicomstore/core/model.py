@@ -22,6 +22,19 @@ def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
 
 
 @dataclass(frozen=True)
+class StorageObject:
+    """A Cloud Storage object as a listing names it."""
+
+    name: str
+    size: int
+
+
+#: A row of DICOM metadata for BigQuery, column name to value, as `dicomstore.dicom.bigquery`
+#: builds it from an instance's DICOM JSON (Google's DICOM schema).
+BigQueryRow = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: DatasetName
     time_zone: str = "UTC"

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Protocol
 
 from dicomstore.core.errors import Aborted, AlreadyExists
 from dicomstore.core.model import (
+    BigQueryRow,
     Dataset,
     DicomStore,
     DicomStoreMetrics,
@@ -20,6 +21,7 @@ from dicomstore.core.model import (
     NewInstance,
     NewInstanceRow,
     Operation,
+    StorageObject,
     StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
@@ -218,3 +220,42 @@ class BlobStore(Protocol):
 
     async def dicom_store_keys(self) -> set[int]:
         """Keys of the stores that have blobs."""
+
+
+class CloudStorage(Protocol):
+    """Objects of Cloud Storage buckets (`gs://BUCKET/OBJECT`), read by import and written by
+    export: files under the data dir by default, the GCS JSON API when an endpoint is set.
+
+    Bucket and object names reach an adapter already checked by `dicomstore.core.uris`; an
+    adapter still refuses (InvalidArgument) any name that would leave its bucket. A missing
+    bucket or object is NotFound; a refusal of the service (permissions, quota) is
+    FailedPrecondition; the service unreachable is Unavailable.
+    """
+
+    def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[StorageObject]:
+        """The bucket's objects whose names start with `prefix`, in lexicographic order of
+        name, streamed a page at a time (memory does not grow with the number of objects)."""
+
+    async def download(self, bucket: str, name: str, sink: BinaryIO, *, limit: int) -> int:
+        """Copy the object's bytes into `sink`; return their number. An object larger than
+        `limit` bytes raises ObjectTooLarge (a partial copy may be left in `sink`)."""
+
+    async def upload(self, bucket: str, name: str, source: BinaryIO, content_type: str) -> None:
+        """Create or overwrite the object with the bytes of `source` (from its position)."""
+
+    async def close(self) -> None: ...
+
+
+class BigQueryTable(Protocol):
+    """One BigQuery table (`bq://PROJECT.DATASET.TABLE`) that export and streaming write rows
+    of DICOM metadata to: a DuckDB database under the data dir by default, BigQuery when an
+    endpoint is set. Rows are built by `dicomstore.dicom.bigquery` (Google's DICOM schema)."""
+
+    async def is_empty(self) -> bool:
+        """True when the table does not exist or has no row."""
+
+    async def write(self, rows: Sequence[BigQueryRow], *, truncate: bool) -> None:
+        """Append `rows` (after removing every existing row when `truncate`), creating the
+        table and adding the columns the rows bring that it lacks, in one transaction."""
+
+    async def close(self) -> None: ...
