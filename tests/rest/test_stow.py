@@ -22,9 +22,9 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
-from dicomstore.api.rest.dicomweb.stow import IN_FLIGHT, SPOOL_THRESHOLD
+from dicomstore.api.rest.dicomweb.stow import SPOOL_THRESHOLD
 from dicomstore.app import App
-from dicomstore.core.instances import PENDING_ROWS
+from dicomstore.core.ingest import IN_FLIGHT, PENDING_ROWS
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.multipart import multipart_chunks
 from dicomstore.dicom.reasons import FailureReason

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from dicomstore.core.errors import NotFound
+from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
 from dicomstore.core.model import (
     InstanceKey,
     Job,
@@ -48,9 +48,6 @@ DELETE_JOB = "delete_dicom_resources"
 #: parse to hold up the loop for long. Larger ones are parsed in a thread. (Parsing while the
 #: blob is written gains nothing: the writing thread waits for the GIL the parse holds.)
 INLINE_PARSE_BYTES: Final = 64 << 10
-#: A request keeps at most about this many rows of invisible instances in memory before it
-#: records them (`stage`); a request with fewer records its instances in one transaction.
-PENDING_ROWS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,8 @@ class Ingested:
     failure: int | None = None
     """A Failure Reason (0008,1197) code when the instance was not stored."""
     detail: str = ""
+    already_stored: bool = False
+    """Stored before, with the same bytes (import leaves it alone and counts it as stored)."""
     pending: NewInstanceRow | InstanceKey | None = None
     """An instance written durably but not visible yet (`commit=False`): its row, still to be
     recorded, or its key once the row is recorded invisible (`stage`)."""
@@ -117,6 +116,24 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield first
     async for chunk in rest:
         yield chunk
+
+
+class _Chunks:
+    """Reads a stream of chunks of any sizes as pieces of a chosen size."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    async def take(self, size: int) -> bytes:
+        """The next `size` bytes, fewer only at the end."""
+        while len(self._buffer) < size:
+            chunk = await anext(self._chunks, b"")
+            if not chunk:
+                break
+            self._buffer += chunk
+        piece, self._buffer = self._buffer[:size], self._buffer[size:]
+        return piece
 
 
 def _result(header: InstanceHeader) -> Ingested:
@@ -189,19 +206,28 @@ class Instances:
             writing.exception()  # retrieved: the caller reports what matters
         await self._forget(key)
 
-    async def stage(self, results: Sequence[Ingested]) -> list[Ingested]:
+    async def stage(
+        self, results: Sequence[Ingested], *, keep_identical_in: DicomStoreName | None = None
+    ) -> list[Ingested]:
         """Record the rows that `results` still hold, invisible until `commit`, so that a large
         request does not keep them all in memory; a refused row is a failed result."""
-        return await self._record_pending(results, visible=False)
+        return await self._record_pending(results, visible=False, identical_in=keep_identical_in)
 
-    async def commit(self, results: Sequence[Ingested]) -> list[Ingested]:
+    async def commit(
+        self, results: Sequence[Ingested], *, keep_identical_in: DicomStoreName | None = None
+    ) -> list[Ingested]:
         """Make the pending instances of `results` visible, all in one transaction; the results,
         in which an instance refused then (its UIDs stored meanwhile, or its study being deleted)
-        has failed, its blob removed."""
-        return await self._record_pending(results, visible=True)
+        has failed, its blob removed.
+
+        With `keep_identical_in` (the store), an instance refused because the store already
+        holds one with the same UIDs and the same bytes is a stored result marked
+        `already_stored` (import ignores duplicates); with other bytes it fails, saying so.
+        """
+        return await self._record_pending(results, visible=True, identical_in=keep_identical_in)
 
     async def _record_pending(
-        self, results: Sequence[Ingested], *, visible: bool
+        self, results: Sequence[Ingested], *, visible: bool, identical_in: DicomStoreName | None
     ) -> list[Ingested]:
         rows = [r.pending for r in results if isinstance(r.pending, NewInstanceRow)]
         staged = [r.pending for r in results if isinstance(r.pending, InstanceKey)]
@@ -218,13 +244,46 @@ class Instances:
             if isinstance(pending, NewInstanceRow):
                 refusal = next(refusals)
                 if refusal is not None:
-                    await self._blobs.delete(pending.key.store_key, pending.key.instance_key)
-                    reason = FailureReason.PROCESSING_FAILURE
-                    settled.append(_failed(result, reason, refusal.message))
+                    settled.append(await self._refused(result, pending, refusal, identical_in))
                     continue
                 pending = pending.key
             settled.append(dataclasses.replace(result, pending=None if visible else pending))
         return settled
+
+    async def _refused(
+        self,
+        result: Ingested,
+        row: NewInstanceRow,
+        refusal: AlreadyExists | Aborted,
+        identical_in: DicomStoreName | None,
+    ) -> Ingested:
+        """The result of an instance whose row the catalog refused; its blob goes."""
+        detail = refusal.message
+        try:
+            if identical_in is not None and isinstance(refusal, AlreadyExists):
+                stored = await self._catalog.find_instances(
+                    identical_in, result.study_uid, result.series_uid, result.sop_uid
+                )
+                if stored and await self._same_bytes(row.key, stored[0].key):
+                    return dataclasses.replace(result, pending=None, already_stored=True)
+                if stored:
+                    detail = (
+                        "an instance with the same Study, Series and SOP Instance UIDs is"
+                        " already stored, with different bytes"
+                    )
+        finally:
+            await self._blobs.delete(row.key.store_key, row.key.instance_key)
+        return _failed(result, FailureReason.PROCESSING_FAILURE, detail)
+
+    async def _same_bytes(self, one: InstanceKey, other: InstanceKey) -> bool:
+        left = _Chunks(self._blobs.read(one.store_key, one.instance_key))
+        right = _Chunks(self._blobs.read(other.store_key, other.instance_key))
+        while True:
+            a, b = await left.take(1 << 16), await right.take(1 << 16)
+            if a != b:
+                return False
+            if not a:
+                return True
 
     async def abandon(self, results: Sequence[Ingested]) -> None:
         """Forget the pending instances of `results` (their request failed), each even when

@@ -15,19 +15,16 @@ goes to the more specific range, then to XML; nothing acceptable is 406 listing 
 are checked before the store (404) and before the body is read.
 
 Streaming: the body is read as it arrives and parsed by `MultipartReader`, whose parts spool to
-disk past `SPOOL_THRESHOLD`, as a single-part body does; each instance is ingested
-(`Instances.ingest`, the one ingest path) as soon as its part is complete, so memory is bounded
-by configuration, not by the body. A body of at most `SPOOL_THRESHOLD` is parsed on the event
-loop, where a thread hop would cost more than the work, and an instance held in memory is
-ingested from a BytesIO. A part larger than `--max-instance-bytes` is 413, a malformed body 400,
-an empty body or one without any instance 400: request-level errors with Google's JSON error
-body. Each instance of a multipart body is written durably as soon as its part is complete (up
-to `IN_FLIGHT` in-memory parts at once, while the next ones are read) but stays invisible; the
-request's instances become visible together, in one catalog transaction, just before the
-response is sent, which also records their rows (those of a large request are recorded
-invisibly `PENDING_ROWS` at a time as it goes). A request that fails (or a crash, or a client
-that goes away) leaves none of its instances behind. A single-part body is ingested once it has
-been read whole, and becomes visible in the transaction that records it.
+disk past `SPOOL_THRESHOLD`, as a single-part body does; each instance is offered to the
+request's `IngestBatch` (`dicomstore.core.ingest`, the lifecycle import shares) as soon as its
+part is complete, so memory is bounded by configuration, not by the body. A body of at most
+`SPOOL_THRESHOLD` is parsed on the event loop, where a thread hop would cost more than the work.
+A part larger than `--max-instance-bytes` is 413, a malformed body 400, an empty body or one
+without any instance 400: request-level errors with Google's JSON error body. The batch writes
+each instance durably, invisible until the request's instances become visible together, in one
+catalog transaction, just before the response is sent; a request that fails (or a crash, or a
+client that goes away) leaves none of its instances behind. A single-part body is ingested once
+it has been read whole, and becomes visible in the transaction that records it.
 
 Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
 with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
@@ -46,7 +43,6 @@ file by the rules it lists; an instance that breaks one is a Failed SOP Sequence
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import io
 import json
@@ -61,8 +57,8 @@ from starlette.routing import BaseRoute, Route
 
 from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
 from dicomstore.core.errors import InvalidArgument
-from dicomstore.core.instances import PENDING_ROWS, Ingested
-from dicomstore.core.model import NewInstanceRow
+from dicomstore.core.ingest import IngestBatch
+from dicomstore.core.instances import Ingested
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom import stow as response_module
 from dicomstore.dicom.accept import best_offer, parse_accept, specificity
@@ -87,8 +83,6 @@ from dicomstore.dicom.uids import is_valid_uid
 SPOOL_THRESHOLD: Final = 1 << 20
 #: The body is parsed in batches of about this size, off the event loop past SPOOL_THRESHOLD.
 FEED_BYTES: Final = 1 << 20
-#: Instances of a multipart request ingested at once, while the following parts are read.
-IN_FLIGHT: Final = 4
 #: A JSON metadata part is parsed in memory: larger ones are 413.
 MAX_METADATA_BYTES: Final = 64 << 20
 
@@ -184,14 +178,14 @@ class _Stow:
             )
         if form.media_type == DICOM:
             _check_content_length(request, context.max_instance_bytes)
-        batch = _Upload(context, store, study, form)
+        batch = IngestBatch(context.instances, store, study_uid=study)
+        upload = _Upload(context, batch, form)
         try:
             if form.media_type == DICOM:
-                await batch.read_single(request.stream())
+                await upload.read_single(request.stream())
             else:
-                await batch.read_multipart(request.stream())
-            await batch.settle()
-            batch.results = await context.instances.commit(batch.results)
+                await upload.read_multipart(request.stream())
+            results = await batch.commit()
         except BaseException as exc:
             await asyncio.shield(batch.abandon())
             if isinstance(exc, ClientDisconnect):
@@ -200,10 +194,10 @@ class _Stow:
                 ) from exc
             raise
         finally:
-            batch.close()
-        if not batch.results:
+            upload.close()
+        if not results:
             raise HTTPException(400, "the request holds no DICOM instance")
-        return self._response(request, store, study, batch.results, media_type)
+        return self._response(request, store, study, results, media_type)
 
     def _response(
         self,
@@ -291,50 +285,18 @@ async def _batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
 
 
 class _Upload:
-    """The instances of one STOW-RS request, read part by part and ingested as they complete."""
+    """Reads one STOW-RS request body part by part and offers its instances to the batch."""
 
-    def __init__(
-        self,
-        context: DicomWebContext,
-        store: DicomStoreName,
-        study: str | None,
-        form: ContentType,
-    ) -> None:
+    def __init__(self, context: DicomWebContext, batch: IngestBatch, form: ContentType) -> None:
         self._context = context
-        self._store = store
-        self._study = study
+        self._batch = batch
         self._form = form
-        self.results: list[Ingested] = []
-        """In part order; the instances still being ingested (`_in_flight`) come after."""
-        self._in_flight: collections.deque[asyncio.Task[Ingested]] = collections.deque()
-        self._pending_rows = 0  # results holding a row not yet recorded
         self._part_number = 0
         self._seen_metadata = False
         self._json = JsonBatch(SPOOL_THRESHOLD)
 
     def close(self) -> None:
         self._json.close()
-
-    async def settle(self, keep: int = 0) -> None:
-        """Wait for the instances being ingested, the oldest first, until `keep` are left;
-        their results join `results`."""
-        while len(self._in_flight) > keep:
-            try:
-                result = await self._in_flight[0]
-            finally:
-                if self._in_flight[0].done():
-                    self._in_flight.popleft()
-            await self._add(result)
-
-    async def abandon(self) -> None:
-        """Forget every instance of the request: those ingested and those being ingested."""
-        for task in self._in_flight:
-            task.cancel()
-        for outcome in await asyncio.gather(*self._in_flight, return_exceptions=True):
-            if isinstance(outcome, Ingested):
-                self.results.append(outcome)
-        self._in_flight.clear()
-        await self._context.instances.abandon(self.results)
 
     # single part
 
@@ -355,7 +317,7 @@ class _Upload:
         if not size:
             raise HTTPException(400, "the request body is empty")
         head.seek(0)
-        await self._ingest(head, whole_body=True)
+        await self._batch.add(head, alone=True)
 
     async def _read_spooled(self, head: io.BytesIO, chunks: AsyncIterator[bytes]) -> None:
         """Ingest a body that outgrew memory: `head` holds its start, `chunks` the rest."""
@@ -373,7 +335,7 @@ class _Upload:
                         raise _too_large(limit)
                     await asyncio.to_thread(body.write, batch)
             body.seek(0)
-            await self._ingest(cast(BinaryIO, body), whole_body=True)
+            await self._batch.add(cast(BinaryIO, body), alone=True)
         finally:
             body.close()
 
@@ -432,12 +394,12 @@ class _Upload:
         media_type = content_type.media_type if content_type else None
         if media_type == DICOM or (media_type is None and self._form.type == DICOM):
             with part:
-                # A part of at most the spool threshold is in memory: copy it to a BytesIO,
-                # which the core and the blob store read faster than a SpooledTemporaryFile.
+                # A part of at most the spool threshold is in memory: ingested while the next
+                # parts are read.
                 if part.size <= SPOOL_THRESHOLD:
-                    await self._ingest_meanwhile(io.BytesIO(part.body.read()))
+                    await self._batch.add_in_memory(part.body.read())
                 else:
-                    await self._ingest(cast(BinaryIO, part.body))
+                    await self._batch.add(cast(BinaryIO, part.body))
         elif self._form.type == DICOM:
             part.close()
             detail = (
@@ -451,35 +413,8 @@ class _Upload:
         else:
             await self._complete(await asyncio.to_thread(self._json.add_bulk, part, content_type))
 
-    async def _ingest(self, source: BinaryIO, *, whole_body: bool = False) -> None:
-        """Ingest one instance, invisible until the request's end unless it is the whole body
-        (single part), which is then complete: visible at once, one transaction fewer."""
-        await self.settle()
-        result = await self._context.instances.ingest(
-            self._store, source, study_uid=self._study, commit=whole_body
-        )
-        await self._add(result)
-
-    async def _ingest_meanwhile(self, source: io.BytesIO) -> None:
-        """Ingest an instance held in memory while the next parts are read: its blob's syncs
-        overlap their parsing. At most IN_FLIGHT at once, so memory stays bounded."""
-        await self.settle(keep=IN_FLIGHT - 1)
-        ingest = self._context.instances.ingest(
-            self._store, source, study_uid=self._study, commit=False
-        )
-        self._in_flight.append(asyncio.ensure_future(ingest))
-
-    async def _add(self, result: Ingested) -> None:
-        self.results.append(result)
-        if isinstance(result.pending, NewInstanceRow):
-            self._pending_rows += 1
-            if self._pending_rows == PENDING_ROWS:
-                self.results = await self._context.instances.stage(self.results)
-                self._pending_rows = 0
-
     async def _fail(self, failed: FailedInstance) -> None:
-        await self.settle()
-        self.results.append(
+        await self._batch.add_failure(
             Ingested(
                 sop_uid=failed.sop_instance_uid,
                 sop_class_uid=failed.sop_class_uid,
@@ -515,6 +450,6 @@ class _Upload:
                 await self._fail(built)
                 continue
             try:
-                await self._ingest(cast(BinaryIO, built))
+                await self._batch.add(cast(BinaryIO, built))
             finally:
                 built.close()
