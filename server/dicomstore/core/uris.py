@@ -24,7 +24,8 @@ from dicomstore.core.ports import CloudStorage
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
-def _valid_bucket(name: str) -> bool:
+def valid_bucket(name: str) -> bool:
+    """Whether `name` follows the bucket naming rules of Cloud Storage."""
     return (
         bool(_BUCKET.match(name))
         and ".." not in name
@@ -47,7 +48,7 @@ def parse_gcs_uri(text: str, field: str, *, object_required: bool = True) -> Gcs
     if not text.startswith("gs://"):
         raise invalid(field, f"must be a Cloud Storage URI gs://BUCKET/OBJECT, got {text!r}")
     bucket, _, name = text.removeprefix("gs://").partition("/")
-    if not _valid_bucket(bucket):
+    if not valid_bucket(bucket):
         raise invalid(field, f"invalid bucket name {bucket!r}")
     if object_required and not name:
         raise invalid(field, f"must name an object: gs://{bucket}/OBJECT")
