@@ -93,15 +93,21 @@ def _local_bucket(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Cloud
     return LocalCloudStorage(root, page_size=LISTING_PAGE), "contract-bucket"
 
 
-def _api_bucket(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[CloudStorage, str]:
-    url: str = request.getfixturevalue("fake_gcs_url")
-    name = f"contract-{uuid.uuid4().hex[:16]}"  # one emulator serves every test of the session
+def new_emulator_bucket(url: str) -> str:
+    """Create a bucket of a new name in the emulator at `url` (one emulator serves every test
+    of the session); return its name."""
+    name = f"contract-{uuid.uuid4().hex[:16]}"
     client = gcs.Client(
         project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
     )
     client.create_bucket(name)
     client.close()
-    return GcsApiStorage(url, anonymous=True, page_size=LISTING_PAGE), name
+    return name
+
+
+def _api_bucket(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[CloudStorage, str]:
+    url: str = request.getfixturevalue("fake_gcs_url")
+    return GcsApiStorage(url, anonymous=True, page_size=LISTING_PAGE), new_emulator_bucket(url)
 
 
 CLOUD_STORAGES: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[CloudStorage, str]]] = {

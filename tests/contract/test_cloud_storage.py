@@ -5,13 +5,18 @@ through `matching_objects` on each."""
 from __future__ import annotations
 
 import io
+import socket
+from pathlib import Path
 
 import pytest
-from tests.contract.conftest import LISTING_PAGE, BucketUnderTest
+from tests.contract.conftest import LISTING_PAGE, BucketUnderTest, new_emulator_bucket
 
-from dicomstore.core.errors import NotFound, ObjectTooLarge
+from dicomstore.core.errors import NotFound, ObjectTooLarge, Unavailable
 from dicomstore.core.model import StorageObject
+from dicomstore.core.ports import CloudStorage
 from dicomstore.core.uris import matching_objects, parse_import_source
+from dicomstore.destinations.gcs import cloud_storage
+from dicomstore.destinations.gcs_api import GcsApiStorage
 
 MISSING_BUCKET = "no-such-bucket-for-dicomstore"
 # Sorted by code point (as Cloud Storage sorts by UTF-8 bytes): ' ' < '-' < '.' < '/' < '0' < 'A'.
@@ -244,3 +249,61 @@ async def test_matching_objects_not_found_when_bucket_missing(bucket: BucketUnde
     source = parse_import_source(f"gs://{MISSING_BUCKET}/**", "gcs_source.uri")
     with pytest.raises(NotFound, match=f"gs://{MISSING_BUCKET}"):
         [item async for item in matching_objects(bucket.storage, source)]
+
+
+# Choosing the backend (dicomstore.destinations.gcs)
+
+
+async def round_trip(storage: CloudStorage, bucket: str) -> bytes:
+    try:
+        await storage.upload(bucket, "dir/o", io.BytesIO(b"round trip"), "application/dicom")
+        sink = io.BytesIO()
+        await storage.download(bucket, "dir/o", sink, limit=100)
+        return sink.getvalue()
+    finally:
+        await storage.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+async def test_cloud_storage_is_the_data_dir_without_endpoint(tmp_path: Path) -> None:
+    (tmp_path / "gcs" / "bucket").mkdir(parents=True)
+    assert await round_trip(cloud_storage(tmp_path, None, {}), "bucket") == b"round trip"
+    assert (tmp_path / "gcs" / "bucket" / "dir" / "o").read_bytes() == b"round trip"
+
+
+@pytest.mark.parametrize("with_scheme", [True, False], ids=["url", "host-port"])
+async def test_cloud_storage_is_the_emulator_named_by_the_environment(
+    tmp_path: Path, fake_gcs_url: str, with_scheme: bool
+) -> None:
+    bucket = new_emulator_bucket(fake_gcs_url)
+    host = fake_gcs_url if with_scheme else fake_gcs_url.removeprefix("http://")
+    storage = cloud_storage(tmp_path, None, {"STORAGE_EMULATOR_HOST": host})
+    assert await round_trip(storage, bucket) == b"round trip"
+    assert not (tmp_path / "gcs").exists()
+
+
+async def test_cloud_storage_endpoint_wins_over_the_environment(
+    tmp_path: Path, fake_gcs_url: str
+) -> None:
+    bucket = new_emulator_bucket(fake_gcs_url)
+    environment = {"STORAGE_EMULATOR_HOST": closed_port_url()}
+    storage = cloud_storage(tmp_path, fake_gcs_url, environment)
+    assert await round_trip(storage, bucket) == b"round trip"
+
+
+async def test_api_unavailable_when_endpoint_unreachable() -> None:
+    storage = GcsApiStorage(closed_port_url(), anonymous=True, retry_timeout=0.5)
+    try:
+        with pytest.raises(Unavailable, match="unreachable"):
+            [item async for item in storage.list_objects("bucket", "")]
+        with pytest.raises(Unavailable, match="unreachable"):
+            await storage.download("bucket", "o", io.BytesIO(), limit=10)
+        with pytest.raises(Unavailable, match="unreachable"):
+            await storage.upload("bucket", "o", io.BytesIO(b"x"), "application/dicom")
+    finally:
+        await storage.close()

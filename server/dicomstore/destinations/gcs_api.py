@@ -7,8 +7,9 @@ object's size first and refuses an object over the limit before fetching any of 
 more than 8 MiB goes in chunks of `_UPLOAD_CHUNK` bytes (a resumable upload), not whole.
 
 The library's errors become domain errors here: 404 NOT_FOUND, 401/403 FAILED_PRECONDITION (the
-server's credentials lack a permission: an operator must act), 429 RESOURCE_EXHAUSTED, 5xx and
-connection failures UNAVAILABLE, anything else INTERNAL.
+server's credentials lack a permission: an operator must act), 412 ABORTED (the object changed
+during a download), 429 RESOURCE_EXHAUSTED, 5xx and connection failures UNAVAILABLE (after the
+retries), anything else INTERNAL.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from dicomstore.core.errors import (
+    Aborted,
+    DicomStoreError,
     FailedPrecondition,
     Internal,
     NotFound,
@@ -40,32 +44,49 @@ _UPLOAD_CHUNK = 8 << 20  # a multiple of 256 KiB, as resumable uploads require
 _LIST_FIELDS = "items(name,size),nextPageToken"
 
 
+#: The domain error of each error of the client library, first match wins (most specific first).
+_LIBRARY_ERRORS: tuple[tuple[type[Exception], type[DicomStoreError], str], ...] = (
+    (api_exceptions.NotFound, NotFound, "not found"),
+    (api_exceptions.Forbidden, FailedPrecondition, "Cloud Storage refused the credentials"),
+    (api_exceptions.Unauthorized, FailedPrecondition, "Cloud Storage refused the credentials"),
+    (api_exceptions.PreconditionFailed, Aborted, "the object changed while read; retry"),
+    (api_exceptions.TooManyRequests, ResourceExhausted, "Cloud Storage is rate limiting"),
+    (api_exceptions.ServerError, Unavailable, "Cloud Storage failed"),
+    (api_exceptions.GoogleAPICallError, Internal, "Cloud Storage refused the request"),
+    (auth_exceptions.DefaultCredentialsError, FailedPrecondition, "no Google credentials found"),
+    (auth_exceptions.TransportError, Unavailable, "Cloud Storage is unreachable"),
+    (requests.ConnectionError, Unavailable, "Cloud Storage is unreachable"),
+    (requests.Timeout, Unavailable, "Cloud Storage did not answer in time"),
+    (api_exceptions.GoogleAPIError, Internal, "the Cloud Storage client failed"),
+)
+
+
+def domain_error(exc: BaseException, doing: str, bucket: str | None = None) -> DicomStoreError:
+    """The domain error of a client library's error met while `doing` ("listing gs://b"); a 404
+    means that `bucket` is missing when one is given. INTERNAL for an unknown error."""
+    cause = exc
+    if isinstance(exc, api_exceptions.RetryError) and exc.cause is not None:
+        cause = exc.cause  # retried until the deadline: what failed the last time decides
+    if bucket is not None and isinstance(cause, api_exceptions.NotFound):
+        return _missing_bucket(bucket)
+    for kind, error, meaning in _LIBRARY_ERRORS:
+        if isinstance(cause, kind):
+            return error(f"{doing}: {meaning} ({exc})")
+    return Internal(f"{doing}: the Cloud Storage client failed ({type(exc).__name__}: {exc})")
+
+
 @contextlib.contextmanager
-def _translated(doing: str, bucket: str | None = None) -> Iterator[None]:
-    """The client library's errors while `doing` ("listing gs://b") as domain errors; a 404
-    means that `bucket` is missing when one is given."""
+def domain_errors(doing: str, bucket: str | None = None) -> Iterator[None]:
+    """Raise the client library's errors as domain errors (`domain_error`); the domain errors
+    of this module pass as they are."""
     try:
         yield
-    except api_exceptions.NotFound as exc:
-        if bucket is not None:
-            raise _missing_bucket(bucket) from exc
-        raise NotFound(f"{doing}: not found ({exc.message})") from exc
-    except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
-        raise FailedPrecondition(
-            f"{doing}: Cloud Storage refused the server's credentials ({exc.code}: {exc.message})"
-        ) from exc
-    except api_exceptions.TooManyRequests as exc:
-        raise ResourceExhausted(f"{doing}: Cloud Storage is rate limiting ({exc.message})") from exc
-    except api_exceptions.ServerError as exc:
-        raise Unavailable(f"{doing}: Cloud Storage failed ({exc.code}: {exc.message})") from exc
-    except api_exceptions.GoogleAPICallError as exc:
-        raise Internal(f"{doing}: Cloud Storage answered {exc.code}: {exc.message}") from exc
-    except auth_exceptions.DefaultCredentialsError as exc:
-        raise FailedPrecondition(f"{doing}: no Google credentials found ({exc})") from exc
-    except (requests.ConnectionError, requests.Timeout, auth_exceptions.TransportError) as exc:
-        raise Unavailable(f"{doing}: Cloud Storage is unreachable ({exc})") from exc
-    except api_exceptions.GoogleAPIError as exc:
-        raise Internal(f"{doing}: the Cloud Storage client failed ({exc})") from exc
+    except DicomStoreError:
+        raise
+    except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
+        raise domain_error(exc, doing, bucket) from exc
+    except requests.RequestException as exc:
+        raise domain_error(exc, doing, bucket) from exc
 
 
 class _LimitedSink:
@@ -122,7 +143,9 @@ class GcsApiStorage:
     """`dicomstore.core.ports.CloudStorage` over the Cloud Storage JSON API at `endpoint`.
 
     Anonymous requests when `anonymous` (an emulator), else Application Default Credentials,
-    looked up (in a thread) at the first call. `page_size` objects per listing request."""
+    looked up (in a thread) at the first call. `page_size` objects per listing request. A
+    request failing in a way worth retrying (a connection error, 429, 5xx) is retried with
+    backoff for up to `retry_timeout` seconds."""
 
     def __init__(
         self,
@@ -131,18 +154,20 @@ class GcsApiStorage:
         anonymous: bool,
         project: str | None = None,
         page_size: int = 1000,
+        retry_timeout: float = 120.0,
     ) -> None:
         self._endpoint = endpoint
         self._anonymous = anonymous
         self._project = project
         self._page_size = page_size
+        self._retry = DEFAULT_RETRY.with_timeout(retry_timeout)
         self._client: Any = None
         self._client_lock = asyncio.Lock()
 
     async def _storage_client(self) -> Any:
         async with self._client_lock:
             if self._client is None:
-                with _translated(f"connecting to Cloud Storage at {self._endpoint}"):
+                with domain_errors(f"connecting to Cloud Storage at {self._endpoint}"):
                     self._client = await asyncio.to_thread(self._new_client)
             return self._client
 
@@ -170,11 +195,15 @@ class GcsApiStorage:
         """The bucket's objects whose names start with `prefix`, a page per request."""
         client = await self._storage_client()
         blobs = client.list_blobs(
-            bucket, prefix=prefix, page_size=self._page_size, fields=_LIST_FIELDS
+            bucket,
+            prefix=prefix,
+            page_size=self._page_size,
+            fields=_LIST_FIELDS,
+            retry=self._retry,
         )
         pages = iter(blobs.pages)
         while True:
-            with _translated(f"listing gs://{bucket}", bucket):
+            with domain_errors(f"listing gs://{bucket}", bucket):
                 page = await asyncio.to_thread(self._next_page, pages)
             if page is None:
                 return
@@ -192,34 +221,37 @@ class GcsApiStorage:
         """Copy the object into `sink` as it arrives; ObjectTooLarge past `limit` bytes."""
         client = await self._storage_client()
         uri = f"gs://{bucket}/{name}"
-        with _translated(f"reading {uri}"):
+        with domain_errors(f"reading {uri}"):
             return await asyncio.to_thread(self._download, client, bucket, name, sink, limit)
 
-    @staticmethod
-    def _download(client: Any, bucket: str, name: str, sink: BinaryIO, limit: int) -> int:
+    def _download(self, client: Any, bucket: str, name: str, sink: BinaryIO, limit: int) -> int:
         uri = f"gs://{bucket}/{name}"
-        blob = client.bucket(bucket).get_blob(name)
+        blob = client.bucket(bucket).get_blob(name, retry=self._retry)
         if blob is None:
-            if not client.bucket(bucket).exists():
+            if not client.bucket(bucket).exists(retry=self._retry):
                 raise _missing_bucket(bucket)
             raise NotFound(f"object {uri} not found", resource=f"gs://{bucket}")
         if blob.size is not None and blob.size > limit:
             raise _too_large(uri, blob.size, limit)
         limited = _LimitedSink(sink, limit, uri)
         # The generation read above: the bytes are those of the size checked.
-        blob.download_to_file(limited, if_generation_match=blob.generation)
+        blob.download_to_file(limited, if_generation_match=blob.generation, retry=self._retry)
         return limited.written
 
     async def upload(self, bucket: str, name: str, source: BinaryIO, content_type: str) -> None:
         """Create or replace the object with `source` (from its position)."""
         client = await self._storage_client()
-        with _translated(f"writing gs://{bucket}/{name}", bucket):
+        with domain_errors(f"writing gs://{bucket}/{name}", bucket):
             await asyncio.to_thread(self._upload, client, bucket, name, source, content_type)
 
-    @staticmethod
-    def _upload(client: Any, bucket: str, name: str, source: BinaryIO, content_type: str) -> None:
+    def _upload(
+        self, client: Any, bucket: str, name: str, source: BinaryIO, content_type: str
+    ) -> None:
         blob = client.bucket(bucket).blob(name, chunk_size=_UPLOAD_CHUNK)
         stream = _FromPosition(source)
         # With its size known, an object of 8 MiB at most goes in one request (multipart);
         # a larger one in chunks of _UPLOAD_CHUNK (resumable).
-        blob.upload_from_file(stream, size=stream.remaining(), content_type=content_type)
+        # Retried although no generation is given: writing the same bytes again is harmless.
+        blob.upload_from_file(
+            stream, size=stream.remaining(), content_type=content_type, retry=self._retry
+        )
