@@ -49,7 +49,7 @@ _ENTRY_ERRORS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _OBJECT_MAX_BYTES = 1024
 
 
-class _faults:
+class _StorageFaults:
     """OS errors of the embedded storage's own files as domain errors (not a source's or sink's);
     reusable, unlike a generator-based context manager."""
 
@@ -119,7 +119,7 @@ class LocalCloudStorage:
 
     def _walk(self, bucket: str, folder: int, base: str, prefix: str) -> Iterator[StorageObject]:
         """Objects below `folder` (whose names start with `base`), sorted by name."""
-        with _faults(f"listing gs://{bucket}"):
+        with _StorageFaults(f"listing gs://{bucket}"):
             entries = sorted(self._entries(folder, base, prefix))
         for key, entry_name, size in entries:
             if size is not None:
@@ -212,7 +212,7 @@ class LocalCloudStorage:
 
     @staticmethod
     def _make_folder(segment: str, parent: int, bucket: str) -> None:
-        with _faults(f"writing to gs://{bucket}"):
+        with _StorageFaults(f"writing to gs://{bucket}"):
             try:
                 os.mkdir(segment, dir_fd=parent)
             except FileExistsError:
@@ -255,7 +255,7 @@ class LocalCloudStorage:
         finally:
             os.close(folder)
         try:
-            with _faults(f"reading gs://{bucket}/{name}"):
+            with _StorageFaults(f"reading gs://{bucket}/{name}"):
                 regular = stat.S_ISREG(os.fstat(file).st_mode)
             if not regular:  # a folder (or a FIFO) is not an object
                 raise NotFound(f"object gs://{bucket}/{name} not found", resource=f"gs://{bucket}")
@@ -269,7 +269,7 @@ class LocalCloudStorage:
         def too_large(size: int) -> ObjectTooLarge:
             return ObjectTooLarge(f"{uri} is {size} bytes, more than the limit of {limit} bytes")
 
-        reading = _faults(f"reading {uri}")
+        reading = _StorageFaults(f"reading {uri}")
         with reading:
             size = os.fstat(file).st_size
         if size > limit:
@@ -318,7 +318,7 @@ class LocalCloudStorage:
 
     @staticmethod
     def _write_partial(partial: str, folder: int, source: BinaryIO, bucket: str) -> None:
-        writing = _faults(f"writing to gs://{bucket}")
+        writing = _StorageFaults(f"writing to gs://{bucket}")
         with writing:
             file = os.open(partial, _CREATE, 0o666, dir_fd=folder)
         try:
