@@ -1,21 +1,29 @@
 """Adapters under contract: each port's suite runs once per adapter listed here.
 
-To put a new adapter under contract, add it to `CATALOGS` or `BLOB_STORES`; the suites must then
-pass unchanged. Each entry builds a fresh, unopened adapter over storage rooted at a test's
-tmp_path, so building a second one over the same root is a restart.
+To put a new adapter under contract, add it to `CATALOGS`, `BLOB_STORES` or `CLOUD_STORAGES`; the
+suites must then pass unchanged. Each catalog or blob store entry builds a fresh, unopened adapter
+over storage rooted at a test's tmp_path, so building a second one over the same root is a
+restart; each Cloud Storage entry an adapter and the name of a new, empty bucket.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import google.cloud.storage as gcs
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from tests.fake_gcs import fake_gcs_server
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
-from dicomstore.core.ports import BlobStore, Catalog
+from dicomstore.core.ports import BlobStore, Catalog, CloudStorage
+from dicomstore.destinations.gcs_api import GcsApiStorage
+from dicomstore.destinations.gcs_local import LocalCloudStorage
 
 PutBlob = Callable[[int], Awaitable[None]]
 
@@ -64,3 +72,62 @@ def put_blob(blobs: BlobStore) -> PutBlob:
         await blobs.write(store_key, 1, io.BytesIO(b"DICM"))
 
     return put
+
+
+#: Objects per listing page of the Cloud Storage adapters under contract: small, so that the
+#: suites list across pages.
+LISTING_PAGE = 3
+
+
+@dataclass(frozen=True)
+class BucketUnderTest:
+    """A fresh, empty bucket `name` of an adapter under contract."""
+
+    storage: CloudStorage
+    name: str
+
+
+def _local_bucket(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[CloudStorage, str]:
+    root = tmp_path / "data" / "gcs"
+    (root / "contract-bucket").mkdir(parents=True)
+    return LocalCloudStorage(root, page_size=LISTING_PAGE), "contract-bucket"
+
+
+def new_emulator_bucket(url: str) -> str:
+    """Create a bucket of a new name in the emulator at `url` (one emulator serves every test
+    of the session); return its name."""
+    name = f"contract-{uuid.uuid4().hex[:16]}"
+    client = gcs.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+    )
+    client.create_bucket(name)
+    client.close()
+    return name
+
+
+def _api_bucket(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[CloudStorage, str]:
+    url: str = request.getfixturevalue("fake_gcs_url")
+    return GcsApiStorage(url, anonymous=True, page_size=LISTING_PAGE), new_emulator_bucket(url)
+
+
+CLOUD_STORAGES: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[CloudStorage, str]]] = {
+    "local": _local_bucket,
+    "fake-gcs-server": _api_bucket,
+}
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fake-gcs-server running for the whole session."""
+    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs-server")) as url:
+        yield url
+
+
+@pytest.fixture(params=sorted(CLOUD_STORAGES))
+async def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BucketUnderTest]:
+    """An empty bucket of each Cloud Storage adapter; the adapter is closed after the test."""
+    storage, name = CLOUD_STORAGES[request.param](tmp_path, request)
+    try:
+        yield BucketUnderTest(storage, name)
+    finally:
+        await storage.close()

@@ -1,0 +1,1 @@
+"""Adapters for external destinations: Cloud Storage, BigQuery."""
