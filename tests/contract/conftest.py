@@ -1,8 +1,8 @@
 """Adapters under contract: each port's suite runs once per adapter listed here.
 
-To put a new adapter under contract, add it to `CATALOGS` or `BLOB_STORES`; the suites must then
-pass unchanged. Each entry builds a fresh, unopened adapter over storage rooted at a test's
-tmp_path, so building a second one over the same root is a restart.
+To put a new adapter under contract, add it to `CATALOGS`, `BLOB_STORES` or `BIGQUERY_TABLES`;
+the suites must then pass unchanged. Each entry builds a fresh, unopened adapter over storage
+rooted at a test's tmp_path, so building a second one over the same root is a restart.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytest
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
-from dicomstore.core.ports import BlobStore, Catalog
+from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog
+from dicomstore.core.validation import parse_bigquery_table_uri
+from dicomstore.destinations.bigquery_duckdb import DuckDbBigQuery
 
 PutBlob = Callable[[int], Awaitable[None]]
 
@@ -25,6 +27,12 @@ CATALOGS: dict[str, Callable[[Path], Catalog]] = {
 }
 BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {
     "local": lambda root: LocalBlobStore(root / "blobs"),
+}
+
+#: Each builds the table of a `bq://` URI over storage rooted at the given folder. The BigQuery
+#: API adapter is not listed: no BigQuery emulator runs here (docs/bigquery.md).
+BIGQUERY_TABLES: dict[str, Callable[[Path, str], BigQueryTable]] = {
+    "duckdb": lambda root, uri: DuckDbBigQuery(root).table(parse_bigquery_table_uri(uri, "uri")),
 }
 
 
@@ -64,3 +72,12 @@ def put_blob(blobs: BlobStore) -> PutBlob:
         await blobs.write(store_key, 1, io.BytesIO(b"DICM"))
 
     return put
+
+
+BigQueryTables = Callable[[str], BigQueryTable]
+
+
+@pytest.fixture(params=sorted(BIGQUERY_TABLES))
+def bigquery_tables(request: pytest.FixtureRequest, tmp_path: Path) -> BigQueryTables:
+    """Build the table of a `bq://` URI with each adapter kind, all over one root."""
+    return lambda uri: BIGQUERY_TABLES[request.param](tmp_path, uri)

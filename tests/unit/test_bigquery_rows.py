@@ -14,7 +14,7 @@ from dicomstore.dicom.bigquery_schema import BigQueryRow, Column, ColumnType
 from dicomstore.dicom.dicomjson import to_dicom_json
 
 UPDATED = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-S, I, F = ColumnType.STRING, ColumnType.INTEGER, ColumnType.FLOAT
+S, INT, F = ColumnType.STRING, ColumnType.INTEGER, ColumnType.FLOAT
 D, T, TS, R = ColumnType.DATE, ColumnType.TIME, ColumnType.TIMESTAMP, ColumnType.RECORD
 
 
@@ -59,11 +59,11 @@ def dropped(row: BigQueryRow) -> list[tuple[str, str]]:
         ),
         ("00089459", "FL", 29.97, "RecommendedDisplayFrameRateInFloat", F, 29.97),
         ("00189087", "FD", 1000, "DiffusionBValue", F, 1000.0),
-        ("00209167", "AT", "00280010", "FunctionalGroupPointer", I, 0x00280010),
-        ("00186020", "SL", -5, "ReferencePixelX0", I, -5),
-        ("00189219", "SS", -3, "TagAngleSecondAxis", I, -3),
-        ("00186016", "UL", 4000000000, "RegionFlags", I, 4000000000),
-        ("00280010", "US", 512, "Rows", I, 512),
+        ("00209167", "AT", "00280010", "FunctionalGroupPointer", INT, 0x00280010),
+        ("00186020", "SL", -5, "ReferencePixelX0", INT, -5),
+        ("00189219", "SS", -3, "TagAngleSecondAxis", INT, -3),
+        ("00186016", "UL", 4000000000, "RegionFlags", INT, 4000000000),
+        ("00280010", "US", 512, "Rows", INT, 512),
     ],
 )
 def test_column_type_follows_the_vr(
@@ -80,9 +80,9 @@ def test_column_type_follows_the_vr(
     [
         ("00080008", "CS", ["ORIGINAL", "PRIMARY"], "ImageType", S, ["ORIGINAL", "PRIMARY"]),
         ("00280030", "DS", [0.5, 0.25], "PixelSpacing", S, ["0.5", "0.25"]),
-        ("00720082", "SV", [-(2**40), 1], "SelectorSVValue", I, [-(2**40), 1]),
-        ("00720083", "UV", [2**40], "SelectorUVValue", I, [2**40]),
-        ("00280009", "AT", ["00185050"], "FrameIncrementPointer", I, [0x00185050]),
+        ("00720082", "SV", [-(2**40), 1], "SelectorSVValue", INT, [-(2**40), 1]),
+        ("00720083", "UV", [2**40], "SelectorUVValue", INT, [2**40]),
+        ("00280009", "AT", ["00185050"], "FrameIncrementPointer", INT, [0x00185050]),
     ],
 )
 def test_element_whose_vm_is_not_1_is_a_repeated_column(
@@ -260,7 +260,7 @@ def test_bookkeeping_columns_close_the_row() -> None:
         "StorageClass",
         "BlobStorageSize",
     ]
-    assert [c.type for c in row.columns[-4:]] == [S, TS, S, I]
+    assert [c.type for c in row.columns[-4:]] == [S, TS, S, INT]
     assert row.values["Type"] == "INSERT"
     assert row.values["LastUpdated"] == UPDATED
     assert row.values["StorageClass"] == "ARCHIVE"
