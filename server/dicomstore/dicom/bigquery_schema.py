@@ -84,20 +84,14 @@ def union(schemas: Iterable[Iterable[Column]]) -> tuple[Column, ...]:
 def _merge(
     existing: tuple[Column, ...], added: tuple[Column, ...], prefix: str
 ) -> tuple[Column, ...]:
-    by_name = {column.name: column for column in existing}
-    result = dict(by_name)
+    result = {column.name: column for column in existing}
     for column in added:
-        old = by_name.get(column.name)
+        old = result.get(column.name)
         if old is None:
             result[column.name] = column
-            by_name[column.name] = column
-            continue
-        path = prefix + column.name
-        if old.type is not column.type or old.repeated != column.repeated:
-            raise SchemaConflict(path, old, column)
-        if old.type is ColumnType.RECORD:
-            merged = old.fields if old.fields == column.fields else None
-            fields = merged or _merge(old.fields, column.fields, path + ".")
+        elif old.type is not column.type or old.repeated != column.repeated:
+            raise SchemaConflict(prefix + column.name, old, column)
+        elif old.type is ColumnType.RECORD and old.fields != column.fields:
+            fields = _merge(old.fields, column.fields, f"{prefix}{column.name}.")
             result[column.name] = Column(old.name, old.type, old.repeated, fields)
-            by_name[column.name] = result[column.name]
     return tuple(result.values())
