@@ -1,9 +1,10 @@
 """Adapters under contract: each port's suite runs once per adapter listed here.
 
-To put a new adapter under contract, add it to `CATALOGS`, `BLOB_STORES` or `CLOUD_STORAGES`; the
-suites must then pass unchanged. Each catalog or blob store entry builds a fresh, unopened adapter
-over storage rooted at a test's tmp_path, so building a second one over the same root is a
-restart; each Cloud Storage entry an adapter and the name of a new, empty bucket.
+To put a new adapter under contract, add it to `CATALOGS`, `BLOB_STORES`, `CLOUD_STORAGES` or
+`BIGQUERY_TABLES`; the suites must then pass unchanged. Each catalog, blob store or table entry
+builds a fresh, unopened adapter over storage rooted at a test's tmp_path, so building a second
+one over the same root is a restart; each Cloud Storage entry an adapter and the name of a new,
+empty bucket.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from tests.fake_gcs import fake_gcs_server
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
-from dicomstore.core.ports import BlobStore, Catalog, CloudStorage
+from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog, CloudStorage
+from dicomstore.core.validation import parse_bigquery_table_uri
+from dicomstore.destinations.bigquery_duckdb import DuckDbBigQuery
 from dicomstore.destinations.gcs_api import GcsApiStorage
 from dicomstore.destinations.gcs_local import LocalCloudStorage
 
@@ -33,6 +36,12 @@ CATALOGS: dict[str, Callable[[Path], Catalog]] = {
 }
 BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {
     "local": lambda root: LocalBlobStore(root / "blobs"),
+}
+
+#: Each builds the table of a `bq://` URI over storage rooted at the given folder. The BigQuery
+#: API adapter is not listed: no BigQuery emulator runs here (docs/bigquery.md).
+BIGQUERY_TABLES: dict[str, Callable[[Path, str], BigQueryTable]] = {
+    "duckdb": lambda root, uri: DuckDbBigQuery(root).table(parse_bigquery_table_uri(uri, "uri")),
 }
 
 
@@ -131,3 +140,12 @@ async def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield BucketUnderTest(storage, name)
     finally:
         await storage.close()
+
+
+BigQueryTables = Callable[[str], BigQueryTable]
+
+
+@pytest.fixture(params=sorted(BIGQUERY_TABLES))
+def bigquery_tables(request: pytest.FixtureRequest, tmp_path: Path) -> BigQueryTables:
+    """Build the table of a `bq://` URI with each adapter kind, all over one root."""
+    return lambda uri: BIGQUERY_TABLES[request.param](tmp_path, uri)

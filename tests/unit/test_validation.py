@@ -6,6 +6,8 @@ import pytest
 
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.validation import (
+    BigQueryTableName,
+    parse_bigquery_table_uri,
     validate_bigquery_table_uri,
     validate_dataset_id,
     validate_dicom_store_id,
@@ -208,3 +210,13 @@ def test_bigquery_table_uri_rejected_when_rule_broken(value: str, rule: str) -> 
         validate_bigquery_table_uri(value, field)
     assert caught.value.field == field
     assert rule in caught.value.message
+
+
+def test_bigquery_table_uri_parses_into_its_parts() -> None:
+    name = parse_bigquery_table_uri("bq://example.com:my-proj.data_set.Tâble 1", "table_uri")
+    assert name == BigQueryTableName("example.com:my-proj", "data_set", "Tâble 1")
+
+
+def test_bigquery_table_uri_parse_rejects_what_validation_rejects() -> None:
+    with pytest.raises(InvalidArgument, match="table_uri"):
+        parse_bigquery_table_uri("bq://p.d", "table_uri")

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from dicomstore.core.errors import Code
 from dicomstore.core.names import DatasetName, DicomStoreName, OperationName
+from dicomstore.dicom import bigquery_schema
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -29,9 +30,9 @@ class StorageObject:
     size: int
 
 
-#: A row of DICOM metadata for BigQuery, column name to value, as `dicomstore.dicom.bigquery`
-#: builds it from an instance's DICOM JSON (Google's DICOM schema).
-BigQueryRow = Mapping[str, Any]
+#: A row of DICOM metadata for BigQuery, typed columns and their values, as
+#: `dicomstore.dicom.bigquery.bigquery_row` builds it from an instance's DICOM JSON.
+BigQueryRow = bigquery_schema.BigQueryRow
 
 
 @dataclass(frozen=True)

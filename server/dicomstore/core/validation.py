@@ -14,6 +14,7 @@ import functools
 import json
 import zoneinfo
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import regex
 
@@ -189,3 +190,18 @@ def validate_bigquery_table_uri(value: str, field: str) -> None:
             f"table {_quote(table)} must be 1-{_BQ_TABLE_MAX_BYTES} bytes of letters, digits, "
             "'_', '-' and spaces",
         )
+
+
+class BigQueryTableName(NamedTuple):
+    """The parts of `bq://PROJECT.DATASET.TABLE`."""
+
+    project: str
+    dataset: str
+    table: str
+
+
+def parse_bigquery_table_uri(value: str, field: str) -> BigQueryTableName:
+    """Check `value` as `validate_bigquery_table_uri` does and split it into its parts."""
+    validate_bigquery_table_uri(value, field)
+    project, dataset, table = value.removeprefix("bq://").rsplit(".", 2)
+    return BigQueryTableName(project, dataset, table)

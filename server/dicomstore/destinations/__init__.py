@@ -1,1 +1,2 @@
-"""Adapters for external destinations: Cloud Storage, BigQuery."""
+"""Adapters of the external destinations: Cloud Storage (files, or the GCS JSON API) and BigQuery
+tables (embedded DuckDB, or BigQuery's API)."""
