@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from dicomstore import startup
 from dicomstore.api.grpc.server import GrpcServer
+from dicomstore.api.rest import operation_logs
 from dicomstore.api.rest.app import create_app
 from dicomstore.api.rest.dicomweb import dicomweb_routes
 from dicomstore.api.rest.dicomweb.context import DicomWebContext
@@ -37,9 +38,11 @@ from dicomstore.core.instances import Instances
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.policy import POLICIES
+from dicomstore.core.ports import CloudStorage
 from dicomstore.core.recovery import recover
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
+from dicomstore.destinations.gcs import cloud_storage
 from dicomstore.logs import AccessLog
 
 log = logging.getLogger("dicomstore")
@@ -92,6 +95,7 @@ class App:
         self.grpc: GrpcServer | None = None
         self.http_app: Starlette | None = None  # the ASGI app uvicorn serves (tests use it too)
         self.operations: Operations | None = None
+        self.storage: CloudStorage | None = None
         self.grpc_port = 0
         self.http_port = 0
 
@@ -112,13 +116,28 @@ class App:
         await self.blobs.open()
         await recover(self.catalog, self.blobs)
         tokens = PageTokens(await self.catalog.setting("page_token_key", os.urandom(32)))
-        operations = Operations(self.catalog, tokens, concurrency=settings.operation_workers)
+        self.http_port = sock.getsockname()[1]
+        operations = Operations(
+            self.catalog,
+            tokens,
+            concurrency=settings.operation_workers,
+            logs_base_url=settings.public_url or _own_url(settings.host, self.http_port),
+        )
         self.operations = operations
         stores = DicomStores(self.catalog, self.blobs, tokens)
         datasets = Datasets(self.catalog, self.blobs, operations, tokens)
-        imports = Imports(self.catalog, operations)
-        exports = Exports(self.catalog, operations)
-        instances = Instances(self.catalog, self.blobs, operations)  # before resume: its jobs
+        # Every job's owner is built before `resume`, which runs the jobs a crash interrupted.
+        instances = Instances(self.catalog, self.blobs, operations)
+        self.storage = cloud_storage(settings.data_dir, settings.gcs_endpoint or None, os.environ)
+        imports = Imports(
+            self.catalog,
+            operations,
+            instances,
+            self.storage,
+            max_instance_bytes=settings.max_instance_bytes,
+            concurrency=settings.import_concurrency,
+        )
+        exports = Exports(self.catalog, operations, self.blobs, self.storage)
         await operations.resume()
 
         services = [
@@ -143,7 +162,6 @@ class App:
             credentials=credentials,
         )
         self.grpc_port = self.grpc.port
-        self.http_port = sock.getsockname()[1]
         dicomweb = DicomWebContext(
             instances=instances,
             search=Search(self.catalog),
@@ -156,7 +174,7 @@ class App:
             lambda: self._serving,
             services,
             access_log,
-            extra_routes=dicomweb_routes(dicomweb),
+            extra_routes=[*dicomweb_routes(dicomweb), *operation_logs.routes(operations)],
         )
         config = uvicorn.Config(
             ForwardedOrigin(self.http_app, settings.forwarded_allow_ips),
@@ -212,7 +230,16 @@ class App:
             self._sock.close()
         if self.operations is not None:
             await self.operations.close()
+        if self.storage is not None:
+            await self.storage.close()
         await self.catalog.close()
+
+
+def _own_url(host: str, port: int) -> str:
+    """The base URL of the HTTP port, for links the server writes without --public-url."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    return f"http://{startup.address(host, port)}"
 
 
 async def serve(settings: Settings) -> None:

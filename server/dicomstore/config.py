@@ -110,6 +110,15 @@ class Settings:
         " each request reached",
         check=check_public_url,
     )
+    gcs_endpoint: str = _setting(
+        "",
+        "base URL of the Cloud Storage JSON API that gs:// URIs of import and export go to"
+        " (https://storage.googleapis.com, or an emulator); without it, the"
+        " STORAGE_EMULATOR_HOST environment variable, else files under DATA_DIR/gcs",
+    )
+    import_concurrency: int = _setting(
+        8, "Cloud Storage objects an import downloads at the same time", low=1, high=256
+    )
     forwarded_allow_ips: str = _setting(
         "",
         "trusted reverse proxies, whose X-Forwarded-Proto, -Host and -For headers are"

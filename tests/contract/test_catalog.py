@@ -24,6 +24,7 @@ from dicomstore.core.model import (
     NotificationConfig,
     Operation,
     OperationError,
+    OperationLogEntry,
     OperationResponse,
     ProgressCounter,
     StreamConfig,
@@ -663,3 +664,49 @@ async def test_data_survives_close_and_reopen(
         assert await again.setting("page_token_key", b"other") == b"secret"
     finally:
         await again.close()
+
+
+async def test_operation_log_is_numbered_in_order_paged_and_cleared(catalog: Catalog) -> None:
+    await add_dataset(catalog)
+    await add_dataset(catalog, OTHER_DATASET)
+    await catalog.create_operation(running("1"))
+    await catalog.create_operation(running("1", dataset=OTHER_DATASET))
+    entry = OperationLogEntry
+    await catalog.add_operation_log(op_name("1"), [entry("gs://b/a", Code.INVALID_ARGUMENT, "x")])
+    await catalog.add_operation_log(
+        op_name("1"), [entry(f"gs://b/{n}", Code.ALREADY_EXISTS, f"m{n}") for n in range(3)]
+    )
+    await catalog.add_operation_log(op_name("1", OTHER_DATASET), [entry("other", Code.OK, "")])
+    log = await catalog.operation_log(op_name("1"), after=0, limit=10)
+    assert [(e.seq, e.resource, e.code, e.message) for e in log] == [
+        (1, "gs://b/a", Code.INVALID_ARGUMENT, "x"),
+        (2, "gs://b/0", Code.ALREADY_EXISTS, "m0"),
+        (3, "gs://b/1", Code.ALREADY_EXISTS, "m1"),
+        (4, "gs://b/2", Code.ALREADY_EXISTS, "m2"),
+    ]
+    assert all(e.time is not None and e.time.tzinfo is not None for e in log)
+    page = await catalog.operation_log(op_name("1"), after=2, limit=1)
+    assert [e.seq for e in page] == [3]
+    await catalog.clear_operation_log(op_name("1"))
+    assert await catalog.operation_log(op_name("1"), after=0, limit=10) == []
+    assert len(await catalog.operation_log(op_name("1", OTHER_DATASET), after=0, limit=9)) == 1
+
+
+async def test_operation_log_of_a_missing_operation_is_not_found(catalog: Catalog) -> None:
+    await add_dataset(catalog)
+    with pytest.raises(NotFound):
+        await catalog.operation_log(op_name("9"), after=0, limit=10)
+    with pytest.raises(NotFound):
+        await catalog.add_operation_log(op_name("9"), [OperationLogEntry("r", Code.INTERNAL, "")])
+
+
+async def test_progress_written_after_a_cancel_request_keeps_it(catalog: Catalog) -> None:
+    await add_dataset(catalog)
+    job_copy = running("1")
+    await catalog.create_operation(job_copy)
+    await catalog.request_cancel(op_name("1"))
+    await catalog.update_operation(
+        dataclasses.replace(job_copy, counter=ProgressCounter(success=3))
+    )
+    stored = await catalog.get_operation(op_name("1"))
+    assert stored.cancel_requested and stored.counter.success == 3

@@ -241,3 +241,19 @@ async def test_keys_are_not_reused_after_reopen(
         assert unused.instance_key != first.instance_key
     finally:
         await again.close()
+
+
+async def test_list_instances_pages_the_visible_instances_of_one_store_by_key(
+    stores: Catalog,
+) -> None:
+    keys = [await added(stores, instance("1.2", f"1.2.{n % 2}", f"1.2.9.{n}")) for n in range(5)]
+    await added(stores, instance("1.2", "1.2.0", "1.2.9.99"), visible=False)
+    other = await stores.reserve_instance_key(OTHER_STORE)
+    await stores.add_instance(other, instance("1.3", "1.3.1", "1.3.1.1"), 10, visible=True)
+    first = await stores.list_instances(STORE, after=0, limit=3)
+    rest = await stores.list_instances(STORE, after=first[-1].key.instance_key, limit=3)
+    assert [i.key for i in [*first, *rest]] == keys
+    assert [i.sop_uid for i in rest] == ["1.2.9.3", "1.2.9.4"]
+    assert (rest[0].study_uid, rest[0].series_uid, rest[0].blob_size) == ("1.2", "1.2.1", 100)
+    with pytest.raises(NotFound):
+        await stores.list_instances(DicomStoreName(DATASET, "missing"), after=0, limit=3)

@@ -39,6 +39,7 @@ from tests.e2e.server import (
     launch,
     start_server,
 )
+from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.config import Settings
@@ -321,7 +322,7 @@ def test_restart_after_sigterm_answers_identically(tmp_path: Path) -> None:
         names = create_world(channel)
         imported = wait_done(stubs(channel)[2], names["import"])
         assert imported.done
-        assert imported.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+        assert imported.error.code == grpc.StatusCode.NOT_FOUND.value[0]  # no such bucket
         before = snapshot(channel, names)
         assert first.terminate() == 0
     with start_server(data_dir) as second, grpc.insecure_channel(second.grpc_address) as channel:
@@ -365,7 +366,7 @@ def test_restart_after_kill_keeps_acknowledged_writes(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as deleted:
                 get()
             assert deleted.value.code() == grpc.StatusCode.NOT_FOUND
-    assert imported.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    assert imported.error.code == grpc.StatusCode.NOT_FOUND.value[0]  # no such bucket
     assert after[f"GetDicomStore {late.name}"] == late
     unchanged = [k for k in before if not k.startswith(("ListOperations", "GetOperation"))]
     for key in unchanged:
@@ -758,18 +759,22 @@ def test_interrupted_operation_of_unknown_kind_ends_aborted(tmp_path: Path) -> N
 
 
 @needs_process
-def test_interrupted_import_is_rerun_and_ends_unimplemented(tmp_path: Path) -> None:
+def test_interrupted_import_is_rerun_and_ends_with_its_own_error(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     store = f"{LOCATION}/datasets/interrupted/dicomStores/gone"
     job = Job(
         "import_dicom_data", {"store": store, "uri": "gs://e2e-bucket/a/*.dcm", "storage_class": ""}
     )
     names = write_unfinished_operations(data_dir, {"import": job})
+    (data_dir / "gcs" / "e2e-bucket" / "a").mkdir(parents=True)
+    (data_dir / "gcs" / "e2e-bucket" / "a" / "1.dcm").write_bytes(
+        data_file("CT_small.dcm").read_bytes()
+    )
     with start_server(data_dir) as server, grpc.insecure_channel(server.grpc_address) as channel:
         operation = wait_done(stubs(channel)[2], names["import"])
     assert operation.done
-    assert operation.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    assert "gs://e2e-bucket/a/*.dcm" in operation.error.message
+    assert operation.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "dicomStores/gone" in operation.error.message
 
 
 # --- TLS -------------------------------------------------------------------------------------

@@ -407,22 +407,6 @@ async def wait_done(channel: grpc.aio.Channel, name: str) -> operations_pb2.Oper
     raise AssertionError(f"operation {name} did not finish")
 
 
-async def test_import_returns_operation_that_ends_unimplemented(
-    dicom: Stub, dataset: str, channel: grpc.aio.Channel
-) -> None:
-    store = await create(dicom, "s")
-    operation = await dicom.ImportDicomData(
-        dicom_pb2.ImportDicomDataRequest(
-            name=store.name, gcs_source=dicom_pb2.GcsSource(uri="gs://bucket/dir/**.dcm")
-        )
-    )
-    assert operation.name.startswith(f"{dataset}/operations/")
-    finished = await wait_done(channel, operation.name)
-    assert finished.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    assert "not implemented" in finished.error.message
-    assert not finished.HasField("response")
-
-
 async def test_export_returns_operation_that_ends_unimplemented(
     dicom: Stub, dataset: str, channel: grpc.aio.Channel
 ) -> None:

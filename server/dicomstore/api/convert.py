@@ -21,6 +21,7 @@ from dicomstore.core.model import (
     DicomStoreMetrics,
     NotificationConfig,
     Operation,
+    OperationError,
     OperationResponse,
     StreamConfig,
     WriteDisposition,
@@ -155,6 +156,20 @@ def _response(response: OperationResponse) -> any_pb2.Any:
     return _pack(message)
 
 
+def _status(error: OperationError) -> status_pb2.Status:
+    status = status_pb2.Status(code=int(error.code), message=error.message)
+    if error.samples:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(error.details_type)
+        details = message_factory.GetMessageClass(descriptor)()
+        for sample in error.samples:
+            details.sample_errors.add(  # type: ignore[attr-defined]
+                resource=sample.resource,
+                error=status_pb2.Status(code=int(sample.code), message=sample.message),
+            )
+        status.details.append(_pack(details))
+    return status
+
+
 def operation_to_proto(operation: Operation) -> operations_pb2.Operation:
     counter = operation.counter
     metadata = operation_pb2.OperationMetadata(
@@ -176,9 +191,7 @@ def operation_to_proto(operation: Operation) -> operations_pb2.Operation:
         name=str(operation.name), done=operation.done, metadata=_pack(metadata)
     )
     if operation.error is not None:
-        message.error.CopyFrom(
-            status_pb2.Status(code=int(operation.error.code), message=operation.error.message)
-        )
+        message.error.CopyFrom(_status(operation.error))
     elif operation.response is not None:
         message.response.CopyFrom(_response(operation.response))
     return message

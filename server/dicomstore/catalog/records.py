@@ -16,6 +16,7 @@ from dicomstore.core.model import (
     NotificationConfig,
     Operation,
     OperationError,
+    OperationLogEntry,
     OperationResponse,
     ProgressCounter,
     StreamConfig,
@@ -95,6 +96,16 @@ def operation_columns(op: Operation) -> dict[str, Any]:
         "logs_url": op.logs_url,
         "error_code": int(op.error.code) if op.error else None,
         "error_message": op.error.message if op.error else None,
+        "error_details": (
+            json.dumps(
+                {
+                    "type": op.error.details_type,
+                    "samples": [[e.resource, int(e.code), e.message] for e in op.error.samples],
+                }
+            )
+            if op.error and op.error.samples
+            else None
+        ),
         "response": (
             json.dumps({"type": op.response.type_name, "fields": dict(op.response.fields)})
             if op.response
@@ -115,10 +126,20 @@ def operation(name: OperationName, row: Any) -> Operation:
         cancel_requested=bool(row["cancel_requested"]),
         counter=ProgressCounter(**json.loads(row["counter"])),
         logs_url=row["logs_url"],
-        error=(
-            OperationError(Code(row["error_code"]), row["error_message"])
-            if row["error_code"] is not None
-            else None
-        ),
+        error=_error(row),
         response=OperationResponse(response["type"], response["fields"]) if response else None,
+    )
+
+
+def _error(row: Any) -> OperationError | None:
+    if row["error_code"] is None:
+        return None
+    details = json.loads(row["error_details"]) if row["error_details"] else None
+    if details is None:
+        return OperationError(Code(row["error_code"]), row["error_message"])
+    return OperationError(
+        Code(row["error_code"]),
+        row["error_message"],
+        details["type"],
+        tuple(OperationLogEntry(r, Code(c), m) for r, c, m in details["samples"]),
     )

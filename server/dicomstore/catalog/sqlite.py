@@ -22,6 +22,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
@@ -34,6 +35,7 @@ from dicomstore.catalog.sqlite_writer import SqliteWriter
 from dicomstore.core.errors import (
     Aborted,
     AlreadyExists,
+    Code,
     DicomStoreError,
     FailedPrecondition,
     NotFound,
@@ -47,6 +49,7 @@ from dicomstore.core.model import (
     NewInstance,
     NewInstanceRow,
     Operation,
+    OperationLogEntry,
     StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
@@ -483,6 +486,17 @@ class SqliteCatalog(SqliteSearch):
         rows = await self._all("SELECT id FROM instances WHERE store_key = ?", (store_key,))
         return {int(r[0]) for r in rows}
 
+    async def list_instances(
+        self, store: DicomStoreName, *, after: int, limit: int
+    ) -> Sequence[StoredInstance]:
+        store_key = await self.dicom_store_key(store)
+        rows = await self._all(
+            _INSTANCE_SELECT + " WHERE i.store_key = ? AND i.state = 1 AND i.id > ?"
+            " ORDER BY i.id LIMIT ?",
+            (store_key, after, limit),
+        )
+        return [_stored_instance(store_key, r) for r in rows]
+
     async def find_instances(
         self,
         store: DicomStoreName,
@@ -491,12 +505,7 @@ class SqliteCatalog(SqliteSearch):
         sop_uid: str | None = None,
     ) -> Sequence[StoredInstance]:
         store_key = await self.dicom_store_key(store)
-        sql = (
-            "SELECT i.id, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.number_of_frames,"
-            " i.blob_size, se.series_uid FROM instances i JOIN series se ON se.id = i.series_key"
-            " JOIN studies st ON st.id = se.study_key"
-            " WHERE st.store_key = ? AND st.study_uid = ? AND i.state = 1"
-        )
+        sql = _INSTANCE_SELECT + " WHERE st.store_key = ? AND st.study_uid = ? AND i.state = 1"
         params: list[Any] = [store_key, study_uid]
         if series_uid is not None:
             sql += " AND se.series_uid = ?"
@@ -505,19 +514,7 @@ class SqliteCatalog(SqliteSearch):
             sql += " AND i.sop_uid = ?"
             params.append(sop_uid)
         rows = await self._all(sql + " ORDER BY se.series_uid, i.sop_uid", params)
-        return [
-            StoredInstance(
-                key=InstanceKey(store_key, int(r["id"])),
-                study_uid=study_uid,
-                series_uid=r["series_uid"],
-                sop_uid=r["sop_uid"],
-                sop_class_uid=r["sop_class_uid"],
-                transfer_syntax_uid=r["transfer_syntax_uid"],
-                number_of_frames=int(r["number_of_frames"]),
-                blob_size=int(r["blob_size"]),
-            )
-            for r in rows
-        ]
+        return [_stored_instance(store_key, r) for r in rows]
 
     async def instance_metadata(self, keys: Sequence[InstanceKey]) -> Sequence[dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
@@ -607,8 +604,12 @@ class SqliteCatalog(SqliteSearch):
 
         def tx(db: sqlite3.Connection) -> None:
             row = _operation_row(db, operation.name)
+            # A job persisting its progress must not undo a cancellation requested meanwhile.
+            assignments = ", ".join(
+                f"{c} = max({c}, ?)" if c == "cancel_requested" else f"{c} = ?" for c in columns
+            )
             db.execute(
-                f"UPDATE operations SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                f"UPDATE operations SET {assignments} WHERE id = ?",
                 [*columns.values(), row["id"]],
             )
 
@@ -630,6 +631,76 @@ class SqliteCatalog(SqliteSearch):
             _OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
         )
         return [_operation(r) for r in rows]
+
+    async def add_operation_log(
+        self, name: OperationName, entries: Sequence[OperationLogEntry]
+    ) -> None:
+        time = records.micros(datetime.now(UTC))
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = _operation_row(db, name)["id"]
+            (last,) = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM operation_log WHERE operation_key = ?", (key,)
+            ).fetchone()
+            db.executemany(
+                "INSERT INTO operation_log (operation_key, seq, time, resource, code, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (key, last + n, time, e.resource, int(e.code), e.message)
+                    for n, e in enumerate(entries, 1)
+                ],
+            )
+
+        await self._write(tx)
+
+    async def operation_log(
+        self, name: OperationName, *, after: int, limit: int
+    ) -> Sequence[OperationLogEntry]:
+        await self.get_operation(name)  # NotFound
+        rows = await self._all(
+            "SELECT l.* FROM operation_log l JOIN operations o ON o.id = l.operation_key"
+            " JOIN datasets d ON d.id = o.dataset_key"
+            + _OPERATION_BY_NAME
+            + " AND l.seq > ? ORDER BY l.seq LIMIT ?",
+            (*_operation_params(name), after, limit),
+        )
+        return [
+            OperationLogEntry(
+                resource=r["resource"],
+                code=Code(r["code"]),
+                message=r["message"],
+                time=records.moment(r["time"]),
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
+
+    async def clear_operation_log(self, name: OperationName) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            key = _operation_row(db, name)["id"]
+            db.execute("DELETE FROM operation_log WHERE operation_key = ?", (key,))
+
+        await self._write(tx)
+
+
+_INSTANCE_SELECT = (
+    "SELECT i.id, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.number_of_frames,"
+    " i.blob_size, se.series_uid, st.study_uid FROM instances i"
+    " JOIN series se ON se.id = i.series_key JOIN studies st ON st.id = se.study_key"
+)
+
+
+def _stored_instance(store_key: int, row: sqlite3.Row) -> StoredInstance:
+    return StoredInstance(
+        key=InstanceKey(store_key, int(row["id"])),
+        study_uid=row["study_uid"],
+        series_uid=row["series_uid"],
+        sop_uid=row["sop_uid"],
+        sop_class_uid=row["sop_class_uid"],
+        transfer_syntax_uid=row["transfer_syntax_uid"],
+        number_of_frames=int(row["number_of_frames"]),
+        blob_size=int(row["blob_size"]),
+    )
 
 
 def _raise_translated(exc: sqlite3.Error, doing: str) -> NoReturn:

@@ -2,8 +2,8 @@
 
 Reference: ExportDicomDataRequest, GcsDestination, BigQueryDestination, DicomFilterConfig
 (seed 003; seeds 002 and 004 for the how-tos). The request is validated and the operation
-persisted now; the data movement is not built yet, so the operation ends with UNIMPLEMENTED
-inside the Operation (never a fake success).
+persisted at once; the job (`export_gcs`) runs in the background and is idempotent: after a
+crash it runs again and overwrites what it had written.
 """
 
 from __future__ import annotations
@@ -12,14 +12,23 @@ from dataclasses import dataclass
 
 from dicomstore.core import validation
 from dicomstore.core.errors import Unimplemented, invalid
-from dicomstore.core.model import BigQueryDestination, Job, Operation, OperationResponse
+from dicomstore.core.export_gcs import GcsExport
+from dicomstore.core.model import (
+    BigQueryDestination,
+    Job,
+    Operation,
+    OperationError,
+    OperationResponse,
+)
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext, Operations
-from dicomstore.core.ports import Catalog
+from dicomstore.core.ports import BlobStore, Catalog, CloudStorage
 from dicomstore.core.uris import parse_gcs_uri
 
 METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 JOB = "export_dicom_data"
+ERROR_DETAILS = "google.cloud.healthcare.v1.dicom.ExportDicomDataErrorDetails"
+RESPONSE = OperationResponse("google.cloud.healthcare.v1.dicom.ExportDicomDataResponse")
 
 # GcsDestination.mime_type: the MIME types the reference lists (empty = the stored bytes).
 _DICOM_SYNTAXES = (
@@ -68,9 +77,17 @@ class GcsDestination:
 
 
 class Exports:
-    def __init__(self, catalog: Catalog, operations: Operations) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        operations: Operations,
+        blobs: BlobStore,
+        storage: CloudStorage,
+    ) -> None:
         self._catalog = catalog
         self._operations = operations
+        self._blobs = blobs
+        self._storage = storage
         operations.register(JOB, self._run)
 
     async def start(
@@ -102,8 +119,16 @@ class Exports:
             parse_gcs_uri(filter_uri, "filter_config.resource_paths_gcs_uri")
             args["filter"] = filter_uri
         await self._catalog.get_dicom_store(store)
-        return await self._operations.start(store.dataset, METHOD, Job(JOB, args))
+        return await self._operations.start(store.dataset, METHOD, Job(JOB, args), logged=True)
 
-    async def _run(self, context: JobContext) -> OperationResponse:
-        target = context.args.get("uri_prefix") or context.args.get("table_uri")
-        raise Unimplemented(f"exporting DICOM data to {target} is not implemented yet")
+    async def _run(self, context: JobContext) -> OperationResponse | OperationError:
+        store = DicomStoreName.parse(context.args["store"])
+        if "table_uri" in context.args:
+            raise Unimplemented(
+                f"exporting DICOM metadata to {context.args['table_uri']} is not implemented yet"
+            )
+        export = GcsExport(self._catalog, self._blobs, self._storage, context, store)
+        await export.run()
+        if export.failure:
+            return context.item_errors(export.failure, export.total, "instances", ERROR_DETAILS)
+        return RESPONSE

@@ -128,6 +128,9 @@ class ProgressCounter:
 class OperationError:
     code: Code
     message: str
+    details_type: str = ""
+    """The full name of the message `samples` go in (`Operation.error.details`), if any."""
+    samples: tuple[OperationLogEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,20 @@ class Operation:
     @property
     def done(self) -> bool:
         return self.end_time is not None
+
+
+@dataclass(frozen=True)
+class OperationLogEntry:
+    """An error an operation met on one item (an object it could not import, an instance it
+    could not export); the operation's logsUrl lists them."""
+
+    resource: str
+    code: Code
+    message: str
+    time: datetime | None = None
+    """Set by the catalog when the entry is written."""
+    seq: int = 0
+    """Position in the operation's log, from 1; set by the catalog."""
 
 
 @dataclass(frozen=True)

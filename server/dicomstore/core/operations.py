@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from dicomstore.core.model import (
     Job,
     Operation,
     OperationError,
+    OperationLogEntry,
     OperationResponse,
     Page,
     ProgressCounter,
@@ -37,6 +38,9 @@ from dicomstore.core.ports import Catalog
 log = logging.getLogger(__name__)
 
 EMPTY = OperationResponse("google.protobuf.Empty")
+
+#: Item errors an operation's error carries (`details`); its logsUrl lists them all.
+SAMPLE_ERRORS = 10
 
 _DONE_FILTER = re.compile(r"^\s*done\s*=\s*(true|false)\s*$", re.IGNORECASE)
 
@@ -56,6 +60,7 @@ class JobContext:
     def __init__(self, operations: Operations, operation: Operation) -> None:
         self._operations = operations
         self.operation = operation
+        self.samples: list[OperationLogEntry] = []
 
     @property
     def args(self) -> Mapping[str, Any]:
@@ -66,6 +71,26 @@ class JobContext:
         self.operation = dataclasses.replace(self.operation, counter=counter)
         await self._operations.catalog.update_operation(self.operation)
 
+    async def log(self, entries: Sequence[OperationLogEntry]) -> None:
+        """Append error entries to the operation's log (what its logsUrl lists), keeping the
+        first `SAMPLE_ERRORS` for the operation's error."""
+        if entries:
+            await self._operations.catalog.add_operation_log(self.operation.name, entries)
+            room = SAMPLE_ERRORS - len(self.samples)
+            self.samples.extend(entries[:room])
+
+    def item_errors(self, failed: int, total: int, what: str, details_type: str) -> OperationError:
+        """The error of an operation `failed` of whose `total` items (`what`) failed: how many,
+        where to look, and a sample."""
+        first = self.samples[0].code if self.samples else Code.UNKNOWN
+        return OperationError(
+            first,
+            f"{failed} of {total} {what} failed; {self.operation.logs_url} lists each one"
+            " with its error",
+            details_type,
+            tuple(self.samples),
+        )
+
     async def check_cancelled(self) -> None:
         """Raise Cancelled if CancelOperation was called since the job started."""
         stored = await self._operations.catalog.get_operation(self.operation.name)
@@ -73,14 +98,25 @@ class JobContext:
             raise Cancelled("operation was cancelled")
 
 
-JobFunction = Callable[[JobContext], Awaitable[OperationResponse]]
+#: A job ends with its response, or with the error of an operation some of whose items failed.
+JobFunction = Callable[[JobContext], Awaitable[OperationResponse | OperationError]]
 
 
 class Operations:
     """Creates, runs, lists and cancels long-running operations."""
 
-    def __init__(self, catalog: Catalog, tokens: paging.PageTokens, *, concurrency: int) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokens: paging.PageTokens,
+        *,
+        concurrency: int,
+        logs_base_url: str = "",
+    ) -> None:
+        """`logs_base_url` is the base of the logsUrl of operations that keep a log
+        (`{base}/logs/{operation name}`, served by the REST gateway)."""
         self.catalog = catalog
+        self._logs_base_url = logs_base_url.rstrip("/")
         self._tokens = tokens
         self._jobs: dict[str, JobFunction] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -96,6 +132,7 @@ class Operations:
         job: Job,
         *,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        logged: bool = False,
     ) -> Operation:
         """Persist a new operation, schedule its job and return it (not yet done).
 
@@ -106,11 +143,13 @@ class Operations:
         """
         if job.kind not in self._jobs:
             raise ValueError(f"no job registered for {job.kind!r}")
+        name = OperationName(dataset, _new_operation_id())
         operation = Operation(
-            name=OperationName(dataset, _new_operation_id()),
+            name=name,
             api_method_name=api_method_name,
             create_time=now(),
             job=job,
+            logs_url=f"{self._logs_base_url}/logs/{name}" if logged else "",
         )
         await self.catalog.create_operation(operation)
         if prepare is not None:
@@ -157,7 +196,13 @@ class Operations:
             error: OperationError | None = None
             try:
                 await context.check_cancelled()
-                response = await self._jobs[operation.job.kind](context)
+                if operation.logs_url:  # a resumed job starts over, and writes its log anew
+                    await self.catalog.clear_operation_log(operation.name)
+                outcome = await self._jobs[operation.job.kind](context)
+                if isinstance(outcome, OperationError):
+                    error = outcome
+                else:
+                    response = outcome
             except DicomStoreError as exc:
                 error = OperationError(exc.code, exc.message)
             except asyncio.CancelledError:
@@ -199,6 +244,21 @@ class Operations:
         if len(items) > size:
             items = items[:size]
             token = self._tokens.encode(scope=scope, position=items[-1].name.operation_id)
+        return Page(items, token)
+
+    async def log_entries(
+        self, name: str, page_size: int, page_token: str
+    ) -> Page[OperationLogEntry]:
+        """A page of an operation's error entries, in the order they were written."""
+        operation = OperationName.parse(name)
+        scope = f"{operation}\nlog"
+        size = paging.page_size(page_size)
+        after = int(self._tokens.decode(page_token, scope=scope)) if page_token else 0
+        items = list(await self.catalog.operation_log(operation, after=after, limit=size + 1))
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = self._tokens.encode(scope=scope, position=str(items[-1].seq))
         return Page(items, token)
 
     async def cancel(self, name: str) -> None:

@@ -21,6 +21,7 @@ from dicomstore.core.model import (
     NewInstance,
     NewInstanceRow,
     Operation,
+    OperationLogEntry,
     StorageObject,
     StoredInstance,
 )
@@ -133,6 +134,12 @@ class Catalog(Protocol):
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of every instance row of a store (for removing orphan blobs)."""
 
+    async def list_instances(
+        self, store: DicomStoreName, *, after: int, limit: int
+    ) -> Sequence[StoredInstance]:
+        """Visible instances of the store with an instance key above `after`, by key, `limit` at
+        most (export walks a store with it). Raise NotFound when the store is missing."""
+
     async def find_instances(
         self,
         store: DicomStoreName,
@@ -182,13 +189,29 @@ class Catalog(Protocol):
     ) -> Sequence[Operation]: ...
 
     async def update_operation(self, operation: Operation) -> None:
-        """Persist progress, cancellation or the outcome. Raise NotFound when missing."""
+        """Persist progress, cancellation or the outcome; a cancellation once requested stays
+        requested (a job writing its progress does not undo it). Raise NotFound when missing."""
 
     async def request_cancel(self, name: OperationName) -> Operation:
         """Set cancel_requested on an unfinished operation; return the operation as stored."""
 
     async def unfinished_operations(self) -> Sequence[Operation]:
         """Operations not done, oldest first (to resume or fail them at start-up)."""
+
+    async def add_operation_log(
+        self, name: OperationName, entries: Sequence[OperationLogEntry]
+    ) -> None:
+        """Append error entries to an operation's log, numbered on from the last one and
+        timed now. Raise NotFound when the operation is missing."""
+
+    async def operation_log(
+        self, name: OperationName, *, after: int, limit: int
+    ) -> Sequence[OperationLogEntry]:
+        """The operation's log entries numbered after `after`, in order, `limit` at most.
+        Raise NotFound when the operation is missing."""
+
+    async def clear_operation_log(self, name: OperationName) -> None:
+        """Remove every entry of the operation's log (a resumed job writes it anew)."""
 
 
 class BlobStore(Protocol):

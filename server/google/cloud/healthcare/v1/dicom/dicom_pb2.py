@@ -29,9 +29,10 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,google/cloud/healthcare/v1/dicom/dicom.proto\x12 google.cloud.healthcare.v1.dicom\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"\xbb\x04\n\nDicomStore\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12W\n\x13notification_config\x18\x02 \x01(\x0b\x32\x34.google.cloud.healthcare.v1.dicom.NotificationConfigB\x04\xe2\x41\x01\x01\x12H\n\x06labels\x18\x03 \x03(\x0b\x32\x38.google.cloud.healthcare.v1.dicom.DicomStore.LabelsEntry\x12L\n\x0estream_configs\x18\x04 \x03(\x0b\x32..google.cloud.healthcare.v1.dicom.StreamConfigB\x04\xe2\x41\x01\x01\x12]\n\x14notification_configs\x18\x05 \x03(\x0b\x32\x39.google.cloud.healthcare.v1.dicom.DicomNotificationConfigB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:\x99\x01\xea\x41\x95\x01\n$healthcare.googleapis.com/DicomStore\x12Tprojects/{project}/locations/{location}/datasets/{dataset}/dicomStores/{dicom_store}*\x0b\x64icomStores2\ndicomStore\"H\n\x12NotificationConfig\x12\x14\n\x0cpubsub_topic\x18\x01 \x01(\t\x12\x1c\n\x14send_for_bulk_import\x18\x02 \x01(\x08\"5\n\x17\x44icomNotificationConfig\x12\x1a\n\x0cpubsub_topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x0cStreamConfig\x12U\n\x14\x62igquery_destination\x18\x01 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BigQueryDestinationH\x00\x42\r\n\x0b\x64\x65stination\"\xe8\x03\n\x13\x42igQueryDestination\x12\x17\n\ttable_uri\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12g\n\x11write_disposition\x18\x03 \x01(\x0e\x32\x46.google.cloud.healthcare.v1.dicom.BigQueryDestination.WriteDispositionB\x04\xe2\x41\x01\x01\x12\"\n\x14include_source_store\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12S\n\x10schema_flattened\x18\x05 \x01(\x0b\x32\x31.google.cloud.healthcare.v1.dicom.SchemaFlattenedB\x04\xe2\x41\x01\x01H\x00\x12I\n\x0bschema_json\x18\x06 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.SchemaJSONB\x04\xe2\x41\x01\x01H\x00\"l\n\x10WriteDisposition\x12!\n\x1dWRITE_DISPOSITION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWRITE_EMPTY\x10\x01\x12\x12\n\x0eWRITE_TRUNCATE\x10\x02\x12\x10\n\x0cWRITE_APPEND\x10\x03\x42\x08\n\x06schema\"\x11\n\x0fSchemaFlattened\"\x0c\n\nSchemaJSON\"\x18\n\tGcsSource\x12\x0b\n\x03uri\x18\x01 \x01(\t\"7\n\x0eGcsDestination\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\"3\n\x11\x44icomFilterConfig\x12\x1e\n\x16resource_paths_gcs_uri\x18\x01 \x01(\t\"\xe8\x01\n\x13\x42lobStorageSettings\x12\x62\n\x12\x62lob_storage_class\x18\x01 \x01(\x0e\x32\x46.google.cloud.healthcare.v1.dicom.BlobStorageSettings.BlobStorageClass\"m\n\x10\x42lobStorageClass\x12\"\n\x1e\x42LOB_STORAGE_CLASS_UNSPECIFIED\x10\x00\x12\x0c\n\x08STANDARD\x10\x01\x12\x0c\n\x08NEARLINE\x10\x02\x12\x0c\n\x08\x43OLDLINE\x10\x03\x12\x0b\n\x07\x41RCHIVE\x10\x04\"\xd7\x01\n\x11\x44icomStoreMetrics\x12\x37\n\x04name\x18\x01 \x01(\tB)\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12\x13\n\x0bstudy_count\x18\x02 \x01(\x03\x12\x14\n\x0cseries_count\x18\x03 \x01(\x03\x12\x16\n\x0einstance_count\x18\x04 \x01(\x03\x12%\n\x1dstructured_storage_size_bytes\x18\x05 \x01(\x03\x12\x1f\n\x17\x62lob_storage_size_bytes\x18\x06 \x01(\x03\"\xb6\x01\n\x17\x43reateDicomStoreRequest\x12:\n\x06parent\x18\x01 \x01(\tB*\xe2\x41\x01\x02\xfa\x41#\n!healthcare.googleapis.com/Dataset\x12\x1c\n\x0e\x64icom_store_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x41\n\x0b\x64icom_store\x18\x03 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStore\"V\n\x17\x44\x65leteDicomStoreRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"\xd4\x02\n\x16\x45xportDicomDataRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12K\n\x0fgcs_destination\x18\x02 \x01(\x0b\x32\x30.google.cloud.healthcare.v1.dicom.GcsDestinationH\x00\x12U\n\x14\x62igquery_destination\x18\x03 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BigQueryDestinationH\x00\x12J\n\rfilter_config\x18\x04 \x01(\x0b\x32\x33.google.cloud.healthcare.v1.dicom.DicomFilterConfigB\r\n\x0b\x64\x65stination\"\x19\n\x17\x45xportDicomDataResponse\"S\n\x14GetDicomStoreRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"Z\n\x1bGetDicomStoreMetricsRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"\xfe\x01\n\x16ImportDicomDataRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12\x41\n\ngcs_source\x18\x02 \x01(\x0b\x32+.google.cloud.healthcare.v1.dicom.GcsSourceH\x00\x12Z\n\x15\x62lob_storage_settings\x18\x03 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BlobStorageSettingsB\x04\xe2\x41\x01\x01\x42\x08\n\x06source\"\x19\n\x17ImportDicomDataResponse\"\x8b\x01\n\x16ListDicomStoresRequest\x12:\n\x06parent\x18\x01 \x01(\tB*\xe2\x41\x01\x02\xfa\x41#\n!healthcare.googleapis.com/Dataset\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"v\n\x17ListDicomStoresResponse\x12\x42\n\x0c\x64icom_stores\x18\x01 \x03(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStore\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x01\n\x17UpdateDicomStoreRequest\x12G\n\x0b\x64icom_store\x18\x01 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStoreB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x32\xbb\x0f\n\x0c\x44icomService\x12\xf0\x01\n\x10\x43reateDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.CreateDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"s\xda\x41!parent,dicom_store,dicom_store_id\x82\xd3\xe4\x93\x02I\":/v1/{parent=projects/*/locations/*/datasets/*}/dicomStores:\x0b\x64icom_store\x12\xb0\x01\n\x10\x44\x65leteDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.DeleteDicomStoreRequest\x1a\x16.google.protobuf.Empty\"I\xda\x41\x04name\x82\xd3\xe4\x93\x02<*:/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}\x12\x83\x02\n\x0f\x45xportDicomData\x12\x38.google.cloud.healthcare.v1.dicom.ExportDicomDataRequest\x1a\x1d.google.longrunning.Operation\"\x96\x01\xca\x41G\n\x17\x45xportDicomDataResponse\x12,google.cloud.healthcare.v1.OperationMetadata\x82\xd3\xe4\x93\x02\x46\"A/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:export:\x01*\x12\xc0\x01\n\rGetDicomStore\x12\x36.google.cloud.healthcare.v1.dicom.GetDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"I\xda\x41\x04name\x82\xd3\xe4\x93\x02<\x12:/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}\x12\xea\x01\n\x14GetDicomStoreMetrics\x12=.google.cloud.healthcare.v1.dicom.GetDicomStoreMetricsRequest\x1a\x33.google.cloud.healthcare.v1.dicom.DicomStoreMetrics\"^\xda\x41\x04name\x82\xd3\xe4\x93\x02Q\x12O/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:getDICOMStoreMetrics\x12\x83\x02\n\x0fImportDicomData\x12\x38.google.cloud.healthcare.v1.dicom.ImportDicomDataRequest\x1a\x1d.google.longrunning.Operation\"\x96\x01\xca\x41G\n\x17ImportDicomDataResponse\x12,google.cloud.healthcare.v1.OperationMetadata\x82\xd3\xe4\x93\x02\x46\"A/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:import:\x01*\x12\xd3\x01\n\x0fListDicomStores\x12\x38.google.cloud.healthcare.v1.dicom.ListDicomStoresRequest\x1a\x39.google.cloud.healthcare.v1.dicom.ListDicomStoresResponse\"K\xda\x41\x06parent\x82\xd3\xe4\x93\x02<\x12:/v1/{parent=projects/*/locations/*/datasets/*}/dicomStores\x12\xf2\x01\n\x10UpdateDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.UpdateDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"u\xda\x41\x17\x64icom_store,update_mask\x82\xd3\xe4\x93\x02U2F/v1/{dicom_store.name=projects/*/locations/*/datasets/*/dicomStores/*}:\x0b\x64icom_store\x1a~\xca\x41\x19healthcare.googleapis.com\xd2\x41_https://www.googleapis.com/auth/cloud-healthcare,https://www.googleapis.com/auth/cloud-platformB\xdd\x01\n$com.google.cloud.healthcare.v1.dicomB\nDicomProtoP\x01Z:cloud.google.com/go/healthcare/apiv1/dicom/dicompb;dicompb\xaa\x02 Google.Cloud.Healthcare.V1.Dicom\xca\x02 Google\\Cloud\\Healthcare\\V1\\Dicom\xea\x02$Google::Cloud::Healthcare::V1::Dicomb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,google/cloud/healthcare/v1/dicom/dicom.proto\x12 google.cloud.healthcare.v1.dicom\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x17google/rpc/status.proto\"\xbb\x04\n\nDicomStore\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12W\n\x13notification_config\x18\x02 \x01(\x0b\x32\x34.google.cloud.healthcare.v1.dicom.NotificationConfigB\x04\xe2\x41\x01\x01\x12H\n\x06labels\x18\x03 \x03(\x0b\x32\x38.google.cloud.healthcare.v1.dicom.DicomStore.LabelsEntry\x12L\n\x0estream_configs\x18\x04 \x03(\x0b\x32..google.cloud.healthcare.v1.dicom.StreamConfigB\x04\xe2\x41\x01\x01\x12]\n\x14notification_configs\x18\x05 \x03(\x0b\x32\x39.google.cloud.healthcare.v1.dicom.DicomNotificationConfigB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:\x99\x01\xea\x41\x95\x01\n$healthcare.googleapis.com/DicomStore\x12Tprojects/{project}/locations/{location}/datasets/{dataset}/dicomStores/{dicom_store}*\x0b\x64icomStores2\ndicomStore\"H\n\x12NotificationConfig\x12\x14\n\x0cpubsub_topic\x18\x01 \x01(\t\x12\x1c\n\x14send_for_bulk_import\x18\x02 \x01(\x08\"5\n\x17\x44icomNotificationConfig\x12\x1a\n\x0cpubsub_topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x0cStreamConfig\x12U\n\x14\x62igquery_destination\x18\x01 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BigQueryDestinationH\x00\x42\r\n\x0b\x64\x65stination\"\xe8\x03\n\x13\x42igQueryDestination\x12\x17\n\ttable_uri\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12g\n\x11write_disposition\x18\x03 \x01(\x0e\x32\x46.google.cloud.healthcare.v1.dicom.BigQueryDestination.WriteDispositionB\x04\xe2\x41\x01\x01\x12\"\n\x14include_source_store\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12S\n\x10schema_flattened\x18\x05 \x01(\x0b\x32\x31.google.cloud.healthcare.v1.dicom.SchemaFlattenedB\x04\xe2\x41\x01\x01H\x00\x12I\n\x0bschema_json\x18\x06 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.SchemaJSONB\x04\xe2\x41\x01\x01H\x00\"l\n\x10WriteDisposition\x12!\n\x1dWRITE_DISPOSITION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWRITE_EMPTY\x10\x01\x12\x12\n\x0eWRITE_TRUNCATE\x10\x02\x12\x10\n\x0cWRITE_APPEND\x10\x03\x42\x08\n\x06schema\"\x11\n\x0fSchemaFlattened\"\x0c\n\nSchemaJSON\"\x18\n\tGcsSource\x12\x0b\n\x03uri\x18\x01 \x01(\t\"7\n\x0eGcsDestination\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\"3\n\x11\x44icomFilterConfig\x12\x1e\n\x16resource_paths_gcs_uri\x18\x01 \x01(\t\"\xe8\x01\n\x13\x42lobStorageSettings\x12\x62\n\x12\x62lob_storage_class\x18\x01 \x01(\x0e\x32\x46.google.cloud.healthcare.v1.dicom.BlobStorageSettings.BlobStorageClass\"m\n\x10\x42lobStorageClass\x12\"\n\x1e\x42LOB_STORAGE_CLASS_UNSPECIFIED\x10\x00\x12\x0c\n\x08STANDARD\x10\x01\x12\x0c\n\x08NEARLINE\x10\x02\x12\x0c\n\x08\x43OLDLINE\x10\x03\x12\x0b\n\x07\x41RCHIVE\x10\x04\"\xd7\x01\n\x11\x44icomStoreMetrics\x12\x37\n\x04name\x18\x01 \x01(\tB)\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12\x13\n\x0bstudy_count\x18\x02 \x01(\x03\x12\x14\n\x0cseries_count\x18\x03 \x01(\x03\x12\x16\n\x0einstance_count\x18\x04 \x01(\x03\x12%\n\x1dstructured_storage_size_bytes\x18\x05 \x01(\x03\x12\x1f\n\x17\x62lob_storage_size_bytes\x18\x06 \x01(\x03\"\xb6\x01\n\x17\x43reateDicomStoreRequest\x12:\n\x06parent\x18\x01 \x01(\tB*\xe2\x41\x01\x02\xfa\x41#\n!healthcare.googleapis.com/Dataset\x12\x1c\n\x0e\x64icom_store_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x41\n\x0b\x64icom_store\x18\x03 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStore\"V\n\x17\x44\x65leteDicomStoreRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"\xd4\x02\n\x16\x45xportDicomDataRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12K\n\x0fgcs_destination\x18\x02 \x01(\x0b\x32\x30.google.cloud.healthcare.v1.dicom.GcsDestinationH\x00\x12U\n\x14\x62igquery_destination\x18\x03 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BigQueryDestinationH\x00\x12J\n\rfilter_config\x18\x04 \x01(\x0b\x32\x33.google.cloud.healthcare.v1.dicom.DicomFilterConfigB\r\n\x0b\x64\x65stination\"\x19\n\x17\x45xportDicomDataResponse\"S\n\x14GetDicomStoreRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"Z\n\x1bGetDicomStoreMetricsRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\"\xfe\x01\n\x16ImportDicomDataRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xfa\x41&\n$healthcare.googleapis.com/DicomStore\x12\x41\n\ngcs_source\x18\x02 \x01(\x0b\x32+.google.cloud.healthcare.v1.dicom.GcsSourceH\x00\x12Z\n\x15\x62lob_storage_settings\x18\x03 \x01(\x0b\x32\x35.google.cloud.healthcare.v1.dicom.BlobStorageSettingsB\x04\xe2\x41\x01\x01\x42\x08\n\x06source\"\x19\n\x17ImportDicomDataResponse\"B\n\x0b\x45rrorDetail\x12\x10\n\x08resource\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"c\n\x1bImportDicomDataErrorDetails\x12\x44\n\rsample_errors\x18\x01 \x03(\x0b\x32-.google.cloud.healthcare.v1.dicom.ErrorDetail\"c\n\x1b\x45xportDicomDataErrorDetails\x12\x44\n\rsample_errors\x18\x01 \x03(\x0b\x32-.google.cloud.healthcare.v1.dicom.ErrorDetail\"\x8b\x01\n\x16ListDicomStoresRequest\x12:\n\x06parent\x18\x01 \x01(\tB*\xe2\x41\x01\x02\xfa\x41#\n!healthcare.googleapis.com/Dataset\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"v\n\x17ListDicomStoresResponse\x12\x42\n\x0c\x64icom_stores\x18\x01 \x03(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStore\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x01\n\x17UpdateDicomStoreRequest\x12G\n\x0b\x64icom_store\x18\x01 \x01(\x0b\x32,.google.cloud.healthcare.v1.dicom.DicomStoreB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x32\xbb\x0f\n\x0c\x44icomService\x12\xf0\x01\n\x10\x43reateDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.CreateDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"s\xda\x41!parent,dicom_store,dicom_store_id\x82\xd3\xe4\x93\x02I\":/v1/{parent=projects/*/locations/*/datasets/*}/dicomStores:\x0b\x64icom_store\x12\xb0\x01\n\x10\x44\x65leteDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.DeleteDicomStoreRequest\x1a\x16.google.protobuf.Empty\"I\xda\x41\x04name\x82\xd3\xe4\x93\x02<*:/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}\x12\x83\x02\n\x0f\x45xportDicomData\x12\x38.google.cloud.healthcare.v1.dicom.ExportDicomDataRequest\x1a\x1d.google.longrunning.Operation\"\x96\x01\xca\x41G\n\x17\x45xportDicomDataResponse\x12,google.cloud.healthcare.v1.OperationMetadata\x82\xd3\xe4\x93\x02\x46\"A/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:export:\x01*\x12\xc0\x01\n\rGetDicomStore\x12\x36.google.cloud.healthcare.v1.dicom.GetDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"I\xda\x41\x04name\x82\xd3\xe4\x93\x02<\x12:/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}\x12\xea\x01\n\x14GetDicomStoreMetrics\x12=.google.cloud.healthcare.v1.dicom.GetDicomStoreMetricsRequest\x1a\x33.google.cloud.healthcare.v1.dicom.DicomStoreMetrics\"^\xda\x41\x04name\x82\xd3\xe4\x93\x02Q\x12O/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:getDICOMStoreMetrics\x12\x83\x02\n\x0fImportDicomData\x12\x38.google.cloud.healthcare.v1.dicom.ImportDicomDataRequest\x1a\x1d.google.longrunning.Operation\"\x96\x01\xca\x41G\n\x17ImportDicomDataResponse\x12,google.cloud.healthcare.v1.OperationMetadata\x82\xd3\xe4\x93\x02\x46\"A/v1/{name=projects/*/locations/*/datasets/*/dicomStores/*}:import:\x01*\x12\xd3\x01\n\x0fListDicomStores\x12\x38.google.cloud.healthcare.v1.dicom.ListDicomStoresRequest\x1a\x39.google.cloud.healthcare.v1.dicom.ListDicomStoresResponse\"K\xda\x41\x06parent\x82\xd3\xe4\x93\x02<\x12:/v1/{parent=projects/*/locations/*/datasets/*}/dicomStores\x12\xf2\x01\n\x10UpdateDicomStore\x12\x39.google.cloud.healthcare.v1.dicom.UpdateDicomStoreRequest\x1a,.google.cloud.healthcare.v1.dicom.DicomStore\"u\xda\x41\x17\x64icom_store,update_mask\x82\xd3\xe4\x93\x02U2F/v1/{dicom_store.name=projects/*/locations/*/datasets/*/dicomStores/*}:\x0b\x64icom_store\x1a~\xca\x41\x19healthcare.googleapis.com\xd2\x41_https://www.googleapis.com/auth/cloud-healthcare,https://www.googleapis.com/auth/cloud-platformB\xdd\x01\n$com.google.cloud.healthcare.v1.dicomB\nDicomProtoP\x01Z:cloud.google.com/go/healthcare/apiv1/dicom/dicompb;dicompb\xaa\x02 Google.Cloud.Healthcare.V1.Dicom\xca\x02 Google\\Cloud\\Healthcare\\V1\\Dicom\xea\x02$Google::Cloud::Healthcare::V1::Dicomb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -107,58 +108,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DICOMSERVICE'].methods_by_name['ListDicomStores']._serialized_options = b'\332A\006parent\202\323\344\223\002<\022:/v1/{parent=projects/*/locations/*/datasets/*}/dicomStores'
   _globals['_DICOMSERVICE'].methods_by_name['UpdateDicomStore']._loaded_options = None
   _globals['_DICOMSERVICE'].methods_by_name['UpdateDicomStore']._serialized_options = b'\332A\027dicom_store,update_mask\202\323\344\223\002U2F/v1/{dicom_store.name=projects/*/locations/*/datasets/*/dicomStores/*}:\013dicom_store'
-  _globals['_DICOMSTORE']._serialized_start=298
-  _globals['_DICOMSTORE']._serialized_end=869
-  _globals['_DICOMSTORE_LABELSENTRY']._serialized_start=668
-  _globals['_DICOMSTORE_LABELSENTRY']._serialized_end=713
-  _globals['_NOTIFICATIONCONFIG']._serialized_start=871
-  _globals['_NOTIFICATIONCONFIG']._serialized_end=943
-  _globals['_DICOMNOTIFICATIONCONFIG']._serialized_start=945
-  _globals['_DICOMNOTIFICATIONCONFIG']._serialized_end=998
-  _globals['_STREAMCONFIG']._serialized_start=1000
-  _globals['_STREAMCONFIG']._serialized_end=1116
-  _globals['_BIGQUERYDESTINATION']._serialized_start=1119
-  _globals['_BIGQUERYDESTINATION']._serialized_end=1607
-  _globals['_BIGQUERYDESTINATION_WRITEDISPOSITION']._serialized_start=1489
-  _globals['_BIGQUERYDESTINATION_WRITEDISPOSITION']._serialized_end=1597
-  _globals['_SCHEMAFLATTENED']._serialized_start=1609
-  _globals['_SCHEMAFLATTENED']._serialized_end=1626
-  _globals['_SCHEMAJSON']._serialized_start=1628
-  _globals['_SCHEMAJSON']._serialized_end=1640
-  _globals['_GCSSOURCE']._serialized_start=1642
-  _globals['_GCSSOURCE']._serialized_end=1666
-  _globals['_GCSDESTINATION']._serialized_start=1668
-  _globals['_GCSDESTINATION']._serialized_end=1723
-  _globals['_DICOMFILTERCONFIG']._serialized_start=1725
-  _globals['_DICOMFILTERCONFIG']._serialized_end=1776
-  _globals['_BLOBSTORAGESETTINGS']._serialized_start=1779
-  _globals['_BLOBSTORAGESETTINGS']._serialized_end=2011
-  _globals['_BLOBSTORAGESETTINGS_BLOBSTORAGECLASS']._serialized_start=1902
-  _globals['_BLOBSTORAGESETTINGS_BLOBSTORAGECLASS']._serialized_end=2011
-  _globals['_DICOMSTOREMETRICS']._serialized_start=2014
-  _globals['_DICOMSTOREMETRICS']._serialized_end=2229
-  _globals['_CREATEDICOMSTOREREQUEST']._serialized_start=2232
-  _globals['_CREATEDICOMSTOREREQUEST']._serialized_end=2414
-  _globals['_DELETEDICOMSTOREREQUEST']._serialized_start=2416
-  _globals['_DELETEDICOMSTOREREQUEST']._serialized_end=2502
-  _globals['_EXPORTDICOMDATAREQUEST']._serialized_start=2505
-  _globals['_EXPORTDICOMDATAREQUEST']._serialized_end=2845
-  _globals['_EXPORTDICOMDATARESPONSE']._serialized_start=2847
-  _globals['_EXPORTDICOMDATARESPONSE']._serialized_end=2872
-  _globals['_GETDICOMSTOREREQUEST']._serialized_start=2874
-  _globals['_GETDICOMSTOREREQUEST']._serialized_end=2957
-  _globals['_GETDICOMSTOREMETRICSREQUEST']._serialized_start=2959
-  _globals['_GETDICOMSTOREMETRICSREQUEST']._serialized_end=3049
-  _globals['_IMPORTDICOMDATAREQUEST']._serialized_start=3052
-  _globals['_IMPORTDICOMDATAREQUEST']._serialized_end=3306
-  _globals['_IMPORTDICOMDATARESPONSE']._serialized_start=3308
-  _globals['_IMPORTDICOMDATARESPONSE']._serialized_end=3333
-  _globals['_LISTDICOMSTORESREQUEST']._serialized_start=3336
-  _globals['_LISTDICOMSTORESREQUEST']._serialized_end=3475
-  _globals['_LISTDICOMSTORESRESPONSE']._serialized_start=3477
-  _globals['_LISTDICOMSTORESRESPONSE']._serialized_end=3595
-  _globals['_UPDATEDICOMSTOREREQUEST']._serialized_start=3598
-  _globals['_UPDATEDICOMSTOREREQUEST']._serialized_end=3751
-  _globals['_DICOMSERVICE']._serialized_start=3754
-  _globals['_DICOMSERVICE']._serialized_end=5733
+  _globals['_DICOMSTORE']._serialized_start=323
+  _globals['_DICOMSTORE']._serialized_end=894
+  _globals['_DICOMSTORE_LABELSENTRY']._serialized_start=693
+  _globals['_DICOMSTORE_LABELSENTRY']._serialized_end=738
+  _globals['_NOTIFICATIONCONFIG']._serialized_start=896
+  _globals['_NOTIFICATIONCONFIG']._serialized_end=968
+  _globals['_DICOMNOTIFICATIONCONFIG']._serialized_start=970
+  _globals['_DICOMNOTIFICATIONCONFIG']._serialized_end=1023
+  _globals['_STREAMCONFIG']._serialized_start=1025
+  _globals['_STREAMCONFIG']._serialized_end=1141
+  _globals['_BIGQUERYDESTINATION']._serialized_start=1144
+  _globals['_BIGQUERYDESTINATION']._serialized_end=1632
+  _globals['_BIGQUERYDESTINATION_WRITEDISPOSITION']._serialized_start=1514
+  _globals['_BIGQUERYDESTINATION_WRITEDISPOSITION']._serialized_end=1622
+  _globals['_SCHEMAFLATTENED']._serialized_start=1634
+  _globals['_SCHEMAFLATTENED']._serialized_end=1651
+  _globals['_SCHEMAJSON']._serialized_start=1653
+  _globals['_SCHEMAJSON']._serialized_end=1665
+  _globals['_GCSSOURCE']._serialized_start=1667
+  _globals['_GCSSOURCE']._serialized_end=1691
+  _globals['_GCSDESTINATION']._serialized_start=1693
+  _globals['_GCSDESTINATION']._serialized_end=1748
+  _globals['_DICOMFILTERCONFIG']._serialized_start=1750
+  _globals['_DICOMFILTERCONFIG']._serialized_end=1801
+  _globals['_BLOBSTORAGESETTINGS']._serialized_start=1804
+  _globals['_BLOBSTORAGESETTINGS']._serialized_end=2036
+  _globals['_BLOBSTORAGESETTINGS_BLOBSTORAGECLASS']._serialized_start=1927
+  _globals['_BLOBSTORAGESETTINGS_BLOBSTORAGECLASS']._serialized_end=2036
+  _globals['_DICOMSTOREMETRICS']._serialized_start=2039
+  _globals['_DICOMSTOREMETRICS']._serialized_end=2254
+  _globals['_CREATEDICOMSTOREREQUEST']._serialized_start=2257
+  _globals['_CREATEDICOMSTOREREQUEST']._serialized_end=2439
+  _globals['_DELETEDICOMSTOREREQUEST']._serialized_start=2441
+  _globals['_DELETEDICOMSTOREREQUEST']._serialized_end=2527
+  _globals['_EXPORTDICOMDATAREQUEST']._serialized_start=2530
+  _globals['_EXPORTDICOMDATAREQUEST']._serialized_end=2870
+  _globals['_EXPORTDICOMDATARESPONSE']._serialized_start=2872
+  _globals['_EXPORTDICOMDATARESPONSE']._serialized_end=2897
+  _globals['_GETDICOMSTOREREQUEST']._serialized_start=2899
+  _globals['_GETDICOMSTOREREQUEST']._serialized_end=2982
+  _globals['_GETDICOMSTOREMETRICSREQUEST']._serialized_start=2984
+  _globals['_GETDICOMSTOREMETRICSREQUEST']._serialized_end=3074
+  _globals['_IMPORTDICOMDATAREQUEST']._serialized_start=3077
+  _globals['_IMPORTDICOMDATAREQUEST']._serialized_end=3331
+  _globals['_IMPORTDICOMDATARESPONSE']._serialized_start=3333
+  _globals['_IMPORTDICOMDATARESPONSE']._serialized_end=3358
+  _globals['_ERRORDETAIL']._serialized_start=3360
+  _globals['_ERRORDETAIL']._serialized_end=3426
+  _globals['_IMPORTDICOMDATAERRORDETAILS']._serialized_start=3428
+  _globals['_IMPORTDICOMDATAERRORDETAILS']._serialized_end=3527
+  _globals['_EXPORTDICOMDATAERRORDETAILS']._serialized_start=3529
+  _globals['_EXPORTDICOMDATAERRORDETAILS']._serialized_end=3628
+  _globals['_LISTDICOMSTORESREQUEST']._serialized_start=3631
+  _globals['_LISTDICOMSTORESREQUEST']._serialized_end=3770
+  _globals['_LISTDICOMSTORESRESPONSE']._serialized_start=3772
+  _globals['_LISTDICOMSTORESRESPONSE']._serialized_end=3890
+  _globals['_UPDATEDICOMSTOREREQUEST']._serialized_start=3893
+  _globals['_UPDATEDICOMSTOREREQUEST']._serialized_end=4046
+  _globals['_DICOMSERVICE']._serialized_start=4049
+  _globals['_DICOMSERVICE']._serialized_end=6028
 # @@protoc_insertion_point(module_scope)

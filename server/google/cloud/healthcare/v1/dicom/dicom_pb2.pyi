@@ -21,6 +21,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -742,6 +743,90 @@ class ImportDicomDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportDicomDataResponse: _TypeAlias = ImportDicomDataResponse  # noqa: Y015
+
+@_typing.final
+class ErrorDetail(_message.Message):
+    """The error of one resource an operation could not process: a Cloud Storage
+    object it could not import, an instance it could not export. (Google's
+    v1beta1 reference names this shape; v1 operations carry it in
+    `Operation.error.details`, where clients read `sampleErrors`.)
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    resource: _builtins.str
+    """The resource: `gs://BUCKET/OBJECT`, or the DICOMweb path of an instance."""
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """What went wrong with it."""
+
+    def __init__(
+        self,
+        *,
+        resource: _builtins.str = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorDetail: _TypeAlias = ErrorDetail  # noqa: Y015
+
+@_typing.final
+class ImportDicomDataErrorDetails(_message.Message):
+    """A sample of the errors an ImportDicomData operation met, in
+    `Operation.error.details`; its logsUrl lists them all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLE_ERRORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sample_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorDetail]:
+        """The first errors met, at most ten."""
+
+    def __init__(
+        self,
+        *,
+        sample_errors: _abc.Iterable[Global___ErrorDetail] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sample_errors", b"sample_errors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDicomDataErrorDetails: _TypeAlias = ImportDicomDataErrorDetails  # noqa: Y015
+
+@_typing.final
+class ExportDicomDataErrorDetails(_message.Message):
+    """A sample of the errors an ExportDicomData operation met, in
+    `Operation.error.details`; its logsUrl lists them all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLE_ERRORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sample_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorDetail]:
+        """The first errors met, at most ten."""
+
+    def __init__(
+        self,
+        *,
+        sample_errors: _abc.Iterable[Global___ErrorDetail] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sample_errors", b"sample_errors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDicomDataErrorDetails: _TypeAlias = ExportDicomDataErrorDetails  # noqa: Y015
 
 @_typing.final
 class ListDicomStoresRequest(_message.Message):

@@ -1,0 +1,189 @@
+"""ExportDicomData to the embedded Cloud Storage (files under DATA_DIR/gcs) through a real gRPC
+server: object names, bytes, overwrite, filter files, MIME types, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
+from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
+from google.longrunning import operations_pb2, operations_pb2_grpc
+
+from dicomstore.app import App
+from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
+
+Stub = dicom_pb2_grpc.DicomServiceStub
+Operations = operations_pb2_grpc.OperationsStub
+STUDY = "1.2.826.0.1.8"
+SERIES = (f"{STUDY}.1", f"{STUDY}.2")
+
+
+def instance(series: str, number: int) -> bytes:
+    return part10(
+        new_instance(
+            StudyInstanceUID=STUDY, SeriesInstanceUID=series, SOPInstanceUID=f"{series}.{number}"
+        )
+    )
+
+
+@pytest.fixture
+async def store(app: App, dicom: Stub, dataset: str) -> str:
+    """A store holding two series of two instances and CT_small.dcm (its own study)."""
+    created = await dicom.CreateDicomStore(
+        dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s")
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
+        bodies = [instance(s, n) for s in SERIES for n in (1, 2)]
+        bodies.append(data_file("CT_small.dcm").read_bytes())
+        for body in bodies:
+            answer = await http.post(
+                f"/v1/{created.name}/dicomWeb/studies",
+                content=body,
+                headers={"Content-Type": "application/dicom"},
+            )
+            assert answer.status_code == 200, answer.text
+    return created.name
+
+
+def bucket(app: App, name: str = "out") -> Path:
+    path = app.settings.data_dir / "gcs" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def export(
+    dicom: Stub, operations: Operations, store: str, prefix: str, **fields: object
+) -> operations_pb2.Operation:
+    request = dicom_pb2.ExportDicomDataRequest(
+        name=store,
+        gcs_destination=dicom_pb2.GcsDestination(
+            uri_prefix=prefix, mime_type=str(fields.pop("mime_type", ""))
+        ),
+        **fields,  # type: ignore[arg-type]
+    )
+    name = (await dicom.ExportDicomData(request)).name
+    for _ in range(3000):
+        operation = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
+        if operation.done:
+            return operation
+        await asyncio.sleep(0.01)
+    raise AssertionError("export did not finish")
+
+
+def counter(operation: operations_pb2.Operation) -> tuple[int, int]:
+    found = OperationMetadata()
+    assert operation.metadata.Unpack(found)
+    return found.counter.success, found.counter.failure
+
+
+def exported(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_every_instance_becomes_an_object_named_by_its_uids_with_its_bytes(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    root = bucket(app)
+    operation = await export(dicom, operations, store, "gs://out/exports/today")
+    assert not operation.HasField("error") and counter(operation) == (5, 0)
+    assert operation.response.type_url.endswith("ExportDicomDataResponse")
+    objects = exported(root)
+    for series in SERIES:
+        for n in (1, 2):
+            key = f"exports/today/{STUDY}/{series}/{series}.{n}.dcm"
+            assert objects.pop(key) == instance(series, n)
+    ((key, data),) = objects.items()
+    assert key.startswith("exports/today/") and key.endswith(".dcm")
+    assert data == data_file("CT_small.dcm").read_bytes()
+
+
+async def test_a_prefix_that_ends_in_a_slash_or_is_the_bucket_and_overwrites(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    root = bucket(app)
+    stale = root / STUDY / SERIES[0] / f"{SERIES[0]}.1.dcm"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    await export(dicom, operations, store, "gs://out")
+    await export(dicom, operations, store, "gs://out/x/")
+    objects = exported(root)
+    assert objects[f"{STUDY}/{SERIES[0]}/{SERIES[0]}.1.dcm"] == instance(SERIES[0], 1)
+    assert f"x/{STUDY}/{SERIES[1]}/{SERIES[1]}.2.dcm" in objects
+    assert len(objects) == 10
+
+
+async def test_a_filter_file_exports_the_resources_it_names(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    root = bucket(app)
+    filters = bucket(app, "filters")
+    (filters / "list.txt").write_bytes(
+        f"/studies/{STUDY}/series/{SERIES[0]}\r\n\n"
+        f"/studies/{STUDY}/series/{SERIES[1]}/instances/{SERIES[1]}.2\n"
+        f"/studies/{STUDY}/series/{SERIES[0]}/instances/{SERIES[0]}.1\n".encode()
+    )
+    operation = await export(
+        dicom,
+        operations,
+        store,
+        "gs://out/f",
+        filter_config=dicom_pb2.DicomFilterConfig(resource_paths_gcs_uri="gs://filters/list.txt"),
+    )
+    assert counter(operation) == (3, 0)
+    assert sorted(exported(root)) == [
+        f"f/{STUDY}/{SERIES[0]}/{SERIES[0]}.1.dcm",
+        f"f/{STUDY}/{SERIES[0]}/{SERIES[0]}.2.dcm",
+        f"f/{STUDY}/{SERIES[1]}/{SERIES[1]}.2.dcm",
+    ]
+
+
+async def test_a_malformed_filter_line_is_named_and_nothing_is_exported(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    root = bucket(app)
+    filters = bucket(app, "filters")
+    (filters / "bad.txt").write_bytes(f"/studies/{STUDY}\n/series/{SERIES[0]}\n".encode())
+    operation = await export(
+        dicom,
+        operations,
+        store,
+        "gs://out/f",
+        filter_config=dicom_pb2.DicomFilterConfig(resource_paths_gcs_uri="gs://filters/bad.txt"),
+    )
+    assert operation.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "line 2" in operation.error.message
+    assert exported(root) == {}
+
+
+async def test_a_mime_type_that_needs_transcoding_fails_each_instance_saying_why(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    root = bucket(app)
+    mime = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+    operation = await export(dicom, operations, store, "gs://out/j", mime_type=mime)
+    assert counter(operation) == (0, 5)
+    assert "5 of 5 instances failed" in operation.error.message
+    (detail,) = operation.error.details
+    errors = dicom_pb2.ExportDicomDataErrorDetails()
+    assert detail.Unpack(errors)
+    sample = errors.sample_errors[0]
+    assert sample.resource.startswith(f"studies/{STUDY}/series/")
+    assert sample.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    assert "transcoding" in sample.error.message
+    assert exported(root) == {}
+    same = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+    kept = await export(dicom, operations, store, "gs://out/k", mime_type=same)
+    assert counter(kept) == (5, 0)  # every instance is stored in that syntax
+    assert len(exported(root)) == 5
+
+
+async def test_export_to_a_missing_bucket_ends_not_found(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    operation = await export(dicom, operations, store, "gs://no-such-bucket/x")
+    assert operation.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "no-such-bucket" in operation.error.message
