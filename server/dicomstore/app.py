@@ -42,6 +42,7 @@ from dicomstore.core.ports import CloudStorage
 from dicomstore.core.recovery import recover
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
+from dicomstore.destinations.bigquery import bigquery_tables
 from dicomstore.destinations.gcs import cloud_storage
 from dicomstore.logs import AccessLog
 
@@ -137,7 +138,8 @@ class App:
             max_instance_bytes=settings.max_instance_bytes,
             concurrency=settings.import_concurrency,
         )
-        exports = Exports(self.catalog, operations, self.blobs, self.storage)
+        tables = bigquery_tables(settings.data_dir, settings.bigquery_endpoint or None)
+        exports = Exports(self.catalog, operations, self.blobs, self.storage, tables)
         await operations.resume()
 
         services = [

@@ -116,6 +116,11 @@ class Settings:
         " (https://storage.googleapis.com, or an emulator); without it, the"
         " STORAGE_EMULATOR_HOST environment variable, else files under DATA_DIR/gcs",
     )
+    bigquery_endpoint: str = _setting(
+        "",
+        "base URL of the BigQuery API that bq:// tables of export and streaming go to"
+        " (needs the bigquery extra); without it, DuckDB files under DATA_DIR/bigquery",
+    )
     import_concurrency: int = _setting(
         8, "Cloud Storage objects an import downloads at the same time", low=1, high=256
     )

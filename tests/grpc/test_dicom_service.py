@@ -407,20 +407,6 @@ async def wait_done(channel: grpc.aio.Channel, name: str) -> operations_pb2.Oper
     raise AssertionError(f"operation {name} did not finish")
 
 
-async def test_export_returns_operation_that_ends_unimplemented(
-    dicom: Stub, dataset: str, channel: grpc.aio.Channel
-) -> None:
-    store = await create(dicom, "s")
-    operation = await dicom.ExportDicomData(
-        dicom_pb2.ExportDicomDataRequest(
-            name=store.name,
-            bigquery_destination=dicom_pb2.BigQueryDestination(table_uri="bq://p.d.t"),
-        )
-    )
-    finished = await wait_done(channel, operation.name)
-    assert finished.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-
-
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [

@@ -8,13 +8,16 @@ crash it runs again and overwrites what it had written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dicomstore.core import validation
 from dicomstore.core.errors import Unimplemented, invalid
+from dicomstore.core.export_bigquery import export_to_bigquery
 from dicomstore.core.export_gcs import GcsExport
 from dicomstore.core.model import (
     BigQueryDestination,
+    BigQuerySchema,
     Job,
     Operation,
     OperationError,
@@ -22,8 +25,9 @@ from dicomstore.core.model import (
 )
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext, Operations
-from dicomstore.core.ports import BlobStore, Catalog, CloudStorage
+from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog, CloudStorage
 from dicomstore.core.uris import parse_gcs_uri
+from dicomstore.core.validation import BigQueryTableName
 
 METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 JOB = "export_dicom_data"
@@ -83,11 +87,13 @@ class Exports:
         operations: Operations,
         blobs: BlobStore,
         storage: CloudStorage,
+        tables: Callable[[BigQueryTableName], BigQueryTable],
     ) -> None:
         self._catalog = catalog
         self._operations = operations
         self._blobs = blobs
         self._storage = storage
+        self._tables = tables
         operations.register(JOB, self._run)
 
     async def start(
@@ -110,7 +116,17 @@ class Exports:
         elif isinstance(destination, BigQueryDestination):
             field = "bigquery_destination.table_uri"
             validation.validate_bigquery_table_uri(destination.table_uri, field)
-            args |= {"table_uri": destination.table_uri}
+            if destination.schema is BigQuerySchema.JSON:
+                raise Unimplemented(
+                    "bigquery_destination.schema_json is not supported; use the flattened"
+                    " schema (the default)"
+                )
+            args |= {
+                "table_uri": destination.table_uri,
+                "write_disposition": destination.write_disposition.name,
+                "force": str(destination.force).lower(),
+                "include_source_store": str(destination.include_source_store).lower(),
+            }
         else:
             raise invalid(
                 "destination", "one of gcs_destination or bigquery_destination is required"
@@ -124,9 +140,8 @@ class Exports:
     async def _run(self, context: JobContext) -> OperationResponse | OperationError:
         store = DicomStoreName.parse(context.args["store"])
         if "table_uri" in context.args:
-            raise Unimplemented(
-                f"exporting DICOM metadata to {context.args['table_uri']} is not implemented yet"
-            )
+            await export_to_bigquery(self._catalog, self._tables, context, store)
+            return RESPONSE
         export = GcsExport(self._catalog, self._blobs, self._storage, context, store)
         await export.run()
         if export.failure:

@@ -1,0 +1,81 @@
+"""ExportDicomData to BigQuery: one row per instance in Google's DICOM schema
+(`dicomstore.dicom.bigquery`), written `ROWS` at a time to the table of `bq://P.D.T`.
+
+Reference: BigQueryDestination (seed 003) and the BigQuery export how-to (seed 004): the write
+disposition (and legacy `force`) decides, before any row is written, whether a table that has
+rows is refused, emptied or appended to (`core.bigquery_export`). The rows are built in a
+thread (pure CPU) and each group is one write; the counter moves after each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from dicomstore.core.bigquery_export import check_destination, write_plan
+from dicomstore.core.model import BigQueryRow, ProgressCounter, StoredInstance, WriteDisposition
+from dicomstore.core.names import DicomStoreName
+from dicomstore.core.operations import JobContext
+from dicomstore.core.ports import BigQueryTable, Catalog
+from dicomstore.core.validation import BigQueryTableName, parse_bigquery_table_uri
+from dicomstore.dicom.bigquery import bigquery_row, file_meta_json
+
+#: Instances turned into rows and written in one write.
+ROWS: Final = 5000
+
+
+def instance_rows(
+    instances: Sequence[StoredInstance],
+    metadata: Sequence[dict[str, Any]],
+    *,
+    source_store: str | None,
+    updated: datetime,
+) -> list[BigQueryRow]:
+    """The BigQuery rows of `instances`, whose DICOM JSON is `metadata` (in the same order)."""
+    return [
+        bigquery_row(
+            data,
+            blob_size=instance.blob_size,
+            updated=updated,
+            source_store=source_store,
+            file_meta=file_meta_json(
+                transfer_syntax_uid=instance.transfer_syntax_uid,
+                sop_class_uid=instance.sop_class_uid,
+                sop_instance_uid=instance.sop_uid,
+            ),
+        )
+        for instance, data in zip(instances, metadata, strict=True)
+    ]
+
+
+async def export_to_bigquery(
+    catalog: Catalog,
+    tables: Callable[[BigQueryTableName], BigQueryTable],
+    context: JobContext,
+    store: DicomStoreName,
+) -> None:
+    args = context.args
+    table_uri = args["table_uri"]
+    table = tables(parse_bigquery_table_uri(table_uri, "bigquery_destination.table_uri"))
+    try:
+        plan = write_plan(WriteDisposition[args["write_disposition"]], args["force"] == "true")
+        check_destination(plan, empty=await table.is_empty(), table_uri=table_uri)
+        source = str(store) if args["include_source_store"] == "true" else None
+        truncate, done, after = plan.truncate, 0, 0
+        while group := await catalog.list_instances(store, after=after, limit=ROWS):
+            metadata = await catalog.instance_metadata([i.key for i in group])
+            rows = await asyncio.to_thread(
+                instance_rows, group, metadata, source_store=source, updated=datetime.now(UTC)
+            )
+            await table.write(rows, truncate=truncate)
+            truncate = False
+            done += len(group)
+            after = group[-1].key.instance_key
+            await context.progress(ProgressCounter(success=done))
+            await context.check_cancelled()
+        if truncate:  # WRITE_TRUNCATE of an empty store: the table is emptied all the same
+            await table.write([], truncate=True)
+    finally:
+        await table.close()

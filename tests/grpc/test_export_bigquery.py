@@ -1,0 +1,165 @@
+"""ExportDicomData to BigQuery, embedded as DuckDB files under DATA_DIR/bigquery, through a real
+gRPC server: rows, schema columns, write dispositions and `force`, the source store column."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import duckdb
+import grpc
+import httpx
+import pytest
+from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
+from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
+from google.longrunning import operations_pb2, operations_pb2_grpc
+
+from dicomstore.app import App
+from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
+
+Stub = dicom_pb2_grpc.DicomServiceStub
+Operations = operations_pb2_grpc.OperationsStub
+TABLE = "bq://bench-project.dicom.instances"
+Disposition = dicom_pb2.BigQueryDestination.WriteDisposition
+
+
+@pytest.fixture
+async def store(app: App, dicom: Stub, dataset: str) -> str:
+    """A store of four generated instances and CT_small.dcm."""
+    created = await dicom.CreateDicomStore(
+        dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s")
+    )
+    bodies = [
+        part10(
+            new_instance(
+                StudyInstanceUID="1.2.3",
+                SeriesInstanceUID="1.2.3.4",
+                SOPInstanceUID=f"1.2.3.4.{n}",
+                PatientName=f"Doe^Jane{n}",
+            )
+        )
+        for n in range(4)
+    ]
+    bodies.append(data_file("CT_small.dcm").read_bytes())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
+        for body in bodies:
+            answer = await http.post(
+                f"/v1/{created.name}/dicomWeb/studies",
+                content=body,
+                headers={"Content-Type": "application/dicom"},
+            )
+            assert answer.status_code == 200, answer.text
+    return created.name
+
+
+async def export(
+    dicom: Stub, operations: Operations, store: str, **fields: Any
+) -> operations_pb2.Operation:
+    destination = dicom_pb2.BigQueryDestination(table_uri=TABLE, **fields)
+    name = (
+        await dicom.ExportDicomData(
+            dicom_pb2.ExportDicomDataRequest(name=store, bigquery_destination=destination)
+        )
+    ).name
+    for _ in range(3000):
+        operation = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
+        if operation.done:
+            return operation
+        await asyncio.sleep(0.01)
+    raise AssertionError("export did not finish")
+
+
+def query(app: App, sql: str) -> list[tuple[Any, ...]]:
+    path = app.settings.data_dir / "bigquery" / "bench-project.duckdb"
+    with duckdb.connect(str(path), read_only=True) as db:
+        return db.execute(sql).fetchall()
+
+
+def row_count(app: App) -> int:
+    ((count,),) = query(app, "SELECT count(*) FROM dicom.instances")
+    return int(count)
+
+
+async def test_each_instance_is_a_row_in_googles_schema(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    operation = await export(dicom, operations, store)
+    assert not operation.HasField("error"), operation.error
+    found = OperationMetadata()
+    assert operation.metadata.Unpack(found)
+    assert found.counter.success == 5
+    names = query(
+        app,
+        "SELECT PatientName.Alphabetic.FamilyName, PatientName.Alphabetic.GivenName"
+        " FROM dicom.instances WHERE StudyInstanceUID = '1.2.3' ORDER BY SOPInstanceUID",
+    )
+    assert names == [("Doe", f"Jane{n}") for n in range(4)]
+    ((syntax, size),) = query(
+        app,
+        "SELECT TransferSyntaxUID, BlobStorageSize FROM dicom.instances"
+        " WHERE StudyInstanceUID <> '1.2.3'",
+    )
+    assert syntax == "1.2.840.10008.1.2.1"
+    assert size == len(data_file("CT_small.dcm").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("fields", "rows_after", "refused"),
+    [
+        ({}, 5, True),  # WRITE_EMPTY by default
+        ({"write_disposition": Disposition.WRITE_EMPTY}, 5, True),
+        ({"force": False}, 5, True),
+        ({"write_disposition": Disposition.WRITE_APPEND}, 10, False),
+        ({"write_disposition": Disposition.WRITE_TRUNCATE}, 5, False),
+        ({"force": True}, 5, False),
+        # force is ignored once a disposition is set
+        ({"force": True, "write_disposition": Disposition.WRITE_APPEND}, 10, False),
+        ({"force": True, "write_disposition": Disposition.WRITE_EMPTY}, 5, True),
+    ],
+)
+async def test_a_second_export_follows_the_write_disposition(
+    app: App,
+    dicom: Stub,
+    operations: Operations,
+    store: str,
+    fields: dict[str, Any],
+    rows_after: int,
+    refused: bool,
+) -> None:
+    await export(dicom, operations, store)
+    second = await export(dicom, operations, store, **fields)
+    if refused:
+        assert second.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert "not empty" in second.error.message
+    else:
+        assert not second.HasField("error"), second.error
+    assert row_count(app) == rows_after
+
+
+async def test_write_empty_accepts_an_empty_table(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    await export(dicom, operations, store)
+    path = app.settings.data_dir / "bigquery" / "bench-project.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute("DELETE FROM dicom.instances")
+    second = await export(dicom, operations, store)
+    assert not second.HasField("error"), second.error
+    assert row_count(app) == 5
+
+
+async def test_include_source_store_names_the_store_in_each_row(
+    app: App, dicom: Stub, operations: Operations, store: str
+) -> None:
+    await export(dicom, operations, store, include_source_store=True)
+    assert query(app, "SELECT DISTINCT SourceDicomStore FROM dicom.instances") == [(store,)]
+
+
+async def test_the_json_schema_is_refused_at_once(dicom: Stub, store: str) -> None:
+    destination = dicom_pb2.BigQueryDestination(table_uri=TABLE, schema_json=dicom_pb2.SchemaJSON())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await dicom.ExportDicomData(
+            dicom_pb2.ExportDicomDataRequest(name=store, bigquery_destination=destination)
+        )
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "schema_json" in (refused.value.details() or "")
