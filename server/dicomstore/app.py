@@ -42,6 +42,7 @@ from dicomstore.core.ports import CloudStorage
 from dicomstore.core.recovery import recover
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
+from dicomstore.core.streaming import Streaming
 from dicomstore.destinations.bigquery import bigquery_tables
 from dicomstore.destinations.gcs import cloud_storage
 from dicomstore.logs import AccessLog
@@ -97,6 +98,7 @@ class App:
         self.http_app: Starlette | None = None  # the ASGI app uvicorn serves (tests use it too)
         self.operations: Operations | None = None
         self.storage: CloudStorage | None = None
+        self.streaming: Streaming | None = None
         self.grpc_port = 0
         self.http_port = 0
 
@@ -127,8 +129,11 @@ class App:
         self.operations = operations
         stores = DicomStores(self.catalog, self.blobs, tokens)
         datasets = Datasets(self.catalog, self.blobs, operations, tokens)
+        tables = bigquery_tables(settings.data_dir, settings.bigquery_endpoint or None)
+        self.streaming = Streaming(self.catalog, tables)
+        self.streaming.start()
         # Every job's owner is built before `resume`, which runs the jobs a crash interrupted.
-        instances = Instances(self.catalog, self.blobs, operations)
+        instances = Instances(self.catalog, self.blobs, operations, on_stored=self.streaming.stored)
         self.storage = cloud_storage(settings.data_dir, settings.gcs_endpoint or None, os.environ)
         imports = Imports(
             self.catalog,
@@ -138,7 +143,6 @@ class App:
             max_instance_bytes=settings.max_instance_bytes,
             concurrency=settings.import_concurrency,
         )
-        tables = bigquery_tables(settings.data_dir, settings.bigquery_endpoint or None)
         exports = Exports(self.catalog, operations, self.blobs, self.storage, tables)
         await operations.resume()
 
@@ -232,6 +236,8 @@ class App:
             self._sock.close()
         if self.operations is not None:
             await self.operations.close()
+        if self.streaming is not None:
+            await self.streaming.close()
         if self.storage is not None:
             await self.storage.close()
         await self.catalog.close()

@@ -257,3 +257,18 @@ async def test_list_instances_pages_the_visible_instances_of_one_store_by_key(
     assert (rest[0].study_uid, rest[0].series_uid, rest[0].blob_size) == ("1.2", "1.2.1", 100)
     with pytest.raises(NotFound):
         await stores.list_instances(DicomStoreName(DATASET, "missing"), after=0, limit=3)
+
+
+async def test_instances_by_key_gives_the_visible_ones_in_the_order_asked(
+    stores: Catalog,
+) -> None:
+    first = await added(stores, instance("1.2", "1.2.3", "1.2.3.1"))
+    hidden = await added(stores, instance("1.2", "1.2.3", "1.2.3.2"), visible=False)
+    other = await stores.reserve_instance_key(OTHER_STORE)
+    await stores.add_instance(other, instance("1.3", "1.3.1", "1.3.1.1"), 10, visible=True)
+    found = await stores.instances_by_key([other, hidden, first])
+    assert [(i.key, i.sop_uid, i.study_uid) for i in found] == [
+        (other, "1.3.1.1", "1.3"),
+        (first, "1.2.3.1", "1.2"),
+    ]
+    assert await stores.instances_by_key([]) == []

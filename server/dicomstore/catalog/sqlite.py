@@ -497,6 +497,20 @@ class SqliteCatalog(SqliteSearch):
         )
         return [_stored_instance(store_key, r) for r in rows]
 
+    async def instances_by_key(self, keys: Sequence[InstanceKey]) -> Sequence[StoredInstance]:
+        found: dict[InstanceKey, StoredInstance] = {}
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            marks = ", ".join("?" * len(batch))
+            rows = await self._all(
+                _INSTANCE_SELECT + f" WHERE i.state = 1 AND i.id IN ({marks})",
+                [k.instance_key for k in batch],
+            )
+            for row in rows:
+                instance = _stored_instance(int(row["store_key"]), row)
+                found[instance.key] = instance
+        return [found[k] for k in keys if k in found]
+
     async def find_instances(
         self,
         store: DicomStoreName,
@@ -684,8 +698,8 @@ class SqliteCatalog(SqliteSearch):
 
 
 _INSTANCE_SELECT = (
-    "SELECT i.id, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.number_of_frames,"
-    " i.blob_size, se.series_uid, st.study_uid FROM instances i"
+    "SELECT i.id, i.store_key, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid,"
+    " i.number_of_frames, i.blob_size, se.series_uid, st.study_uid FROM instances i"
     " JOIN series se ON se.id = i.series_key JOIN studies st ON st.id = se.study_key"
 )
 

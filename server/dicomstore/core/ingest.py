@@ -88,6 +88,7 @@ class IngestBatch:
         results = await self._instances.commit(self._results, keep_identical_in=self._identical_in)
         self._results = []
         self._unrecorded_rows = 0
+        self._instances.notify_stored(self._store, [r.key for r in results if r.key is not None])
         return results
 
     async def abandon(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -63,6 +63,8 @@ class Ingested:
     detail: str = ""
     already_stored: bool = False
     """Stored before, with the same bytes (import leaves it alone and counts it as stored)."""
+    key: InstanceKey | None = None
+    """The key of the instance this request made visible (not of an `already_stored` one)."""
     pending: NewInstanceRow | InstanceKey | None = None
     """An instance written durably but not visible yet (`commit=False`): its row, still to be
     recorded, or its key once the row is recorded invisible (`stage`)."""
@@ -147,10 +149,19 @@ def _failed(result: Ingested, reason: int, detail: str) -> Ingested:
 
 
 class Instances:
-    def __init__(self, catalog: Catalog, blobs: BlobStore, operations: Operations) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        blobs: BlobStore,
+        operations: Operations,
+        *,
+        on_stored: Callable[[DicomStoreName, Sequence[InstanceKey]], None] | None = None,
+    ) -> None:
+        """`on_stored` hears of the instances each ingest batch makes visible (streaming)."""
         self._catalog = catalog
         self._blobs = blobs
         self._operations = operations
+        self._on_stored = on_stored
         # Rows of failed requests that could not be removed then (the catalog could not be
         # written: a full disk, a lock). Invisible, but they hold their UIDs: they go before the
         # next rows are recorded, so that the request can be retried as it was.
@@ -197,6 +208,11 @@ class Instances:
         except BaseException:
             await asyncio.shield(self._discard(key, writing))
             raise
+
+    def notify_stored(self, store: DicomStoreName, keys: Sequence[InstanceKey]) -> None:
+        """Tell `on_stored` of instances a batch made visible."""
+        if self._on_stored is not None and keys:
+            self._on_stored(store, keys)
 
     async def _discard(self, key: InstanceKey, writing: asyncio.Future[int]) -> None:
         """Forget a reserved instance once its blob write has ended: a write still running in
@@ -247,7 +263,11 @@ class Instances:
                     settled.append(await self._refused(result, pending, refusal, identical_in))
                     continue
                 pending = pending.key
-            settled.append(dataclasses.replace(result, pending=None if visible else pending))
+            settled.append(
+                dataclasses.replace(
+                    result, pending=None if visible else pending, key=pending if visible else None
+                )
+            )
         return settled
 
     async def _refused(

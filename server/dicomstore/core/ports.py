@@ -140,6 +140,9 @@ class Catalog(Protocol):
         """Visible instances of the store with an instance key above `after`, by key, `limit` at
         most (export walks a store with it). Raise NotFound when the store is missing."""
 
+    async def instances_by_key(self, keys: Sequence[InstanceKey]) -> Sequence[StoredInstance]:
+        """The visible instances among `keys`, in their order; the others are left out."""
+
     async def find_instances(
         self,
         store: DicomStoreName,
