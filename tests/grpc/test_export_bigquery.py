@@ -3,18 +3,16 @@ gRPC server: rows, schema columns, write dispositions and `force`, the source st
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import duckdb
 import grpc
-import httpx
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
-from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from tests.grpc.transfers import finished, metadata, stow
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 Stub = dicom_pb2_grpc.DicomServiceStub
@@ -40,15 +38,7 @@ async def store(app: App, dicom: Stub, dataset: str) -> str:
         )
         for n in range(4)
     ]
-    bodies.append(data_file("CT_small.dcm").read_bytes())
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        for body in bodies:
-            answer = await http.post(
-                f"/v1/{created.name}/dicomWeb/studies",
-                content=body,
-                headers={"Content-Type": "application/dicom"},
-            )
-            assert answer.status_code == 200, answer.text
+    await stow(app, created.name, *bodies, data_file("CT_small.dcm").read_bytes())
     return created.name
 
 
@@ -56,17 +46,8 @@ async def export(
     dicom: Stub, operations: Operations, store: str, **fields: Any
 ) -> operations_pb2.Operation:
     destination = dicom_pb2.BigQueryDestination(table_uri=TABLE, **fields)
-    name = (
-        await dicom.ExportDicomData(
-            dicom_pb2.ExportDicomDataRequest(name=store, bigquery_destination=destination)
-        )
-    ).name
-    for _ in range(3000):
-        operation = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
-        if operation.done:
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError("export did not finish")
+    request = dicom_pb2.ExportDicomDataRequest(name=store, bigquery_destination=destination)
+    return await finished(operations, (await dicom.ExportDicomData(request)).name)
 
 
 def query(app: App, sql: str) -> list[tuple[Any, ...]]:
@@ -85,9 +66,7 @@ async def test_each_instance_is_a_row_in_googles_schema(
 ) -> None:
     operation = await export(dicom, operations, store)
     assert not operation.HasField("error"), operation.error
-    found = OperationMetadata()
-    assert operation.metadata.Unpack(found)
-    assert found.counter.success == 5
+    assert metadata(operation).counter.success == 5
     names = query(
         app,
         "SELECT PatientName.Alphabetic.FamilyName, PatientName.Alphabetic.GivenName"

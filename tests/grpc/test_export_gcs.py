@@ -3,17 +3,15 @@ server: object names, bytes, overwrite, filter files, MIME types, failures."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
-from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from tests.grpc.transfers import finished, metadata, stow
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 Stub = dicom_pb2_grpc.DicomServiceStub
@@ -36,16 +34,8 @@ async def store(app: App, dicom: Stub, dataset: str) -> str:
     created = await dicom.CreateDicomStore(
         dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s")
     )
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        bodies = [instance(s, n) for s in SERIES for n in (1, 2)]
-        bodies.append(data_file("CT_small.dcm").read_bytes())
-        for body in bodies:
-            answer = await http.post(
-                f"/v1/{created.name}/dicomWeb/studies",
-                content=body,
-                headers={"Content-Type": "application/dicom"},
-            )
-            assert answer.status_code == 200, answer.text
+    bodies = [instance(s, n) for s in SERIES for n in (1, 2)]
+    await stow(app, created.name, *bodies, data_file("CT_small.dcm").read_bytes())
     return created.name
 
 
@@ -65,18 +55,11 @@ async def export(
         ),
         **fields,  # type: ignore[arg-type]
     )
-    name = (await dicom.ExportDicomData(request)).name
-    for _ in range(3000):
-        operation = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
-        if operation.done:
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError("export did not finish")
+    return await finished(operations, (await dicom.ExportDicomData(request)).name)
 
 
 def counter(operation: operations_pb2.Operation) -> tuple[int, int]:
-    found = OperationMetadata()
-    assert operation.metadata.Unpack(found)
+    found = metadata(operation)
     return found.counter.success, found.counter.failure
 
 

@@ -11,10 +11,10 @@ import grpc
 import httpx
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
-from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from tests.grpc.transfers import finished, metadata
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, new_instance, part10
 
 Stub = dicom_pb2_grpc.DicomServiceStub
@@ -51,21 +51,6 @@ async def start_import(dicom: Stub, store: str, uri: str) -> str:
         dicom_pb2.ImportDicomDataRequest(name=store, gcs_source=dicom_pb2.GcsSource(uri=uri))
     )
     return operation.name
-
-
-async def finished(operations: Operations, name: str) -> operations_pb2.Operation:
-    for _ in range(3000):
-        operation = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
-        if operation.done:
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"operation {name} did not finish")
-
-
-def metadata(operation: operations_pb2.Operation) -> OperationMetadata:
-    found = OperationMetadata()
-    assert operation.metadata.Unpack(found)
-    return found
 
 
 async def instance_count(dicom: Stub, store: str) -> int:

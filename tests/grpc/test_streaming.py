@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 
 import duckdb
-import httpx
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from tests.grpc.transfers import stow
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
 Stub = dicom_pb2_grpc.DicomServiceStub
@@ -48,17 +48,6 @@ async def streamed_store(dicom: Stub, dataset: str) -> str:
         dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s", dicom_store=store)
     )
     return created.name
-
-
-async def stow(app: App, store: str, *bodies: bytes) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        for body in bodies:
-            answer = await http.post(
-                f"/v1/{store}/dicomWeb/studies",
-                content=body,
-                headers={"Content-Type": "application/dicom"},
-            )
-            assert answer.status_code == 200, answer.text
 
 
 def database(app: App) -> Path:
