@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -13,6 +13,7 @@ from google.longrunning import operations_pb2_grpc
 
 from dicomstore.app import App
 from dicomstore.config import Settings
+from tests.fake_gcs import fake_gcs_server
 
 LOCATION = "projects/test-project/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/test-dataset"
@@ -63,3 +64,11 @@ async def dataset(datasets: dataset_pb2_grpc.DatasetServiceStub) -> str:
         dataset_pb2.CreateDatasetRequest(parent=LOCATION, dataset_id="test-dataset")
     )
     return DATASET
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fake-gcs-server running for the whole session (each test makes its own
+    bucket)."""
+    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs-server")) as url:
+        yield url

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import google.cloud.storage as gcs
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from tests.fake_gcs import fake_gcs_server
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
@@ -123,13 +122,6 @@ CLOUD_STORAGES: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[CloudSto
     "local": _local_bucket,
     "fake-gcs-server": _api_bucket,
 }
-
-
-@pytest.fixture(scope="session")
-def fake_gcs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a fake-gcs-server running for the whole session."""
-    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs-server")) as url:
-        yield url
 
 
 @pytest.fixture(params=sorted(CLOUD_STORAGES))
