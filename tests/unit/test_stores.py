@@ -15,6 +15,7 @@ from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.errors import AlreadyExists, Code, InvalidArgument, NotFound
 from dicomstore.core.exports import Exports, GcsDestination
 from dicomstore.core.imports import Imports
+from dicomstore.core.instances import Instances
 from dicomstore.core.model import (
     BigQueryDestination,
     BigQuerySchema,
@@ -32,6 +33,8 @@ from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.stores import DicomStores
 from dicomstore.core.uris import GcsUri, parse_gcs_uri, parse_import_source
+from dicomstore.destinations.bigquery import bigquery_tables
+from dicomstore.destinations.gcs_local import LocalCloudStorage
 
 KEY = b"k" * 32
 LOCATION = LocationName("test-project", "us-central1")
@@ -649,15 +652,32 @@ def test_import_source_invalid_argument_when_wildcards_misused(text: str) -> Non
 
 
 @pytest.fixture
-async def imports(catalog: SqliteCatalog, operations: Operations, stores: DicomStores) -> Imports:
+async def imports(
+    catalog: SqliteCatalog,
+    blobs: LocalBlobStore,
+    operations: Operations,
+    stores: DicomStores,
+    tmp_path: Path,
+) -> Imports:
     await stores.create(DATASET, "a", DicomStoreConfig())
-    return Imports(catalog, operations)
+    instances = Instances(catalog, blobs, operations)
+    storage = LocalCloudStorage(tmp_path / "gcs")
+    return Imports(
+        catalog, operations, instances, storage, max_instance_bytes=1 << 20, concurrency=2
+    )
 
 
 @pytest.fixture
-async def exports(catalog: SqliteCatalog, operations: Operations, stores: DicomStores) -> Exports:
+async def exports(
+    catalog: SqliteCatalog,
+    blobs: LocalBlobStore,
+    operations: Operations,
+    stores: DicomStores,
+    tmp_path: Path,
+) -> Exports:
     await stores.create(DATASET, "a", DicomStoreConfig())
-    return Exports(catalog, operations)
+    storage = LocalCloudStorage(tmp_path / "gcs")
+    return Exports(catalog, operations, blobs, storage, bigquery_tables(tmp_path, None))
 
 
 async def operation_names(operations: Operations) -> list[str]:
@@ -670,16 +690,17 @@ async def outcome(operations: Operations, op: Operation) -> Operation:
 
 
 @pytest.mark.parametrize("storage_class", ["", "STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"])
-async def test_import_creates_operation_that_ends_unimplemented(
+async def test_import_creates_an_operation_that_runs_in_the_background(
     imports: Imports, operations: Operations, storage_class: str
 ) -> None:
     op = await imports.start(store("a"), "gs://bucket/dir/**.dcm", storage_class)
     assert op.api_method_name == "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
+    assert op.logs_url.endswith(f"/logs/{op.name}")
     assert await operation_names(operations) == [str(op.name)]
     done = await outcome(operations, op)
     assert done.error is not None
-    assert done.error.code == Code.UNIMPLEMENTED
-    assert "gs://bucket/dir/**.dcm" in done.error.message
+    assert done.error.code == Code.NOT_FOUND  # no such bucket
+    assert "bucket" in done.error.message
     assert done.response is None
 
 
@@ -735,16 +756,16 @@ async def test_import_not_found_when_store_missing(
         BigQueryDestination("bq://p.ds.table"),
     ],
 )
-async def test_export_creates_operation_that_ends_unimplemented(
+async def test_export_of_an_empty_store_creates_an_operation_that_succeeds(
     exports: Exports, operations: Operations, destination: GcsDestination | BigQueryDestination
 ) -> None:
     op = await exports.start(store("a"), destination, "")
     assert op.api_method_name == "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
     assert await operation_names(operations) == [str(op.name)]
     done = await outcome(operations, op)
-    assert done.error is not None
-    assert done.error.code == Code.UNIMPLEMENTED
-    assert done.response is None
+    assert done.error is None
+    assert done.response is not None
+    assert done.counter.success == done.counter.failure == 0
 
 
 async def test_export_accepts_filter_file(exports: Exports, operations: Operations) -> None:
