@@ -135,6 +135,7 @@ class App:
         # Every job's owner is built before `resume`, which runs the jobs a crash interrupted.
         instances = Instances(self.catalog, self.blobs, operations, on_stored=self.streaming.stored)
         self.storage = cloud_storage(settings.data_dir, settings.gcs_endpoint or None, os.environ)
+        await self.storage.open()
         imports = Imports(
             self.catalog,
             operations,

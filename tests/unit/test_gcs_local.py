@@ -282,3 +282,18 @@ async def test_list_objects_streams_pages(storage: LocalCloudStorage) -> None:
     listing = storage.list_objects(BUCKET, "")
     assert await anext(listing) == StorageObject("o0", 0)
     assert [item async for item in listing] == [StorageObject(f"o{i}", i) for i in range(1, 5)]
+
+
+async def test_open_removes_partial_uploads_a_crash_left_and_never_follows_links(
+    storage: LocalCloudStorage, root: Path, tmp_path: Path
+) -> None:
+    await upload(storage, "a/b.dcm", b"kept")
+    (root / BUCKET / "a" / f"{PARTIAL_PREFIX}0123").write_bytes(b"half")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / f"{PARTIAL_PREFIX}4567").write_bytes(b"not ours")
+    (root / BUCKET / "link").symlink_to(outside)
+    await storage.open()
+    assert sorted(os.listdir(root / BUCKET / "a")) == ["b.dcm"]
+    assert (outside / f"{PARTIAL_PREFIX}4567").read_bytes() == b"not ours"
+    assert await download(storage, "a/b.dcm") == b"kept"

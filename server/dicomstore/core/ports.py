@@ -258,6 +258,9 @@ class CloudStorage(Protocol):
     FailedPrecondition; the service unreachable is Unavailable.
     """
 
+    async def open(self) -> None:
+        """Prepare the storage; discard what uploads a crash interrupted left behind."""
+
     def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[StorageObject]:
         """The bucket's objects whose names start with `prefix`, in lexicographic order of
         name, streamed a page at a time (memory does not grow with the number of objects)."""

@@ -186,6 +186,9 @@ class GcsApiStorage:
             client_options={"api_endpoint": self._endpoint},
         )
 
+    async def open(self) -> None:
+        """Nothing to prepare: the client is made on first use."""
+
     async def close(self) -> None:
         if self._client is not None:
             await asyncio.to_thread(self._client.close)

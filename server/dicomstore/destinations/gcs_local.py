@@ -87,6 +87,17 @@ class LocalCloudStorage:
         self._root = root
         self._page_size = page_size
 
+    async def open(self) -> None:
+        """Remove the partial files of uploads a crash interrupted (never through a link)."""
+        await asyncio.to_thread(self._remove_partials)
+
+    def _remove_partials(self) -> None:
+        for folder, _, files in os.walk(self._root, followlinks=False):
+            for name in files:
+                if name.startswith(PARTIAL_PREFIX):
+                    with _StorageFaults("removing an interrupted upload"):
+                        os.unlink(os.path.join(folder, name))
+
     async def close(self) -> None:
         """Nothing stays open between calls."""
 
