@@ -23,7 +23,7 @@ from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
-from dicomstore_bench.load import MB, RssSampler
+from dicomstore_bench.load import MB, RssSampler, cpu_seconds
 from dicomstore_bench.servers import DICOMSTORE_STORE, ServeProcess
 
 LOCATION = "projects/bench/locations/local"
@@ -43,6 +43,7 @@ class Outcome:
     seconds: float = math.nan
     bytes: int = 0
     rss_mb: float = math.nan
+    cpu_s: float = math.nan  # the server's CPU time (user + system, all threads) over it
     found: int | None = None
     error: str = ""  # the operation's error (code: message), when it ended with one
     unavailable: str = ""  # why it could not be measured
@@ -54,6 +55,10 @@ class Outcome:
     @property
     def mb_per_s(self) -> float:
         return self.bytes / MB / self.seconds if self.bytes and self.seconds else math.nan
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return 1000 * self.cpu_s / self.success if self.success else math.nan
 
 
 class StoreClient:
@@ -108,8 +113,9 @@ class StoreClient:
 
     async def _timed(self, call: Awaitable[operations_pb2.Operation]) -> Outcome:
         assert self.serve.pid is not None
-        with RssSampler({"dicomstore": self.serve.pid}) as rss:
-            began = time.perf_counter()
+        pid = self.serve.pid
+        with RssSampler({"dicomstore": pid}) as rss:
+            cpu, began = cpu_seconds(pid), time.perf_counter()
             try:
                 operation = await call
             except grpc.aio.AioRpcError as exc:
@@ -117,7 +123,7 @@ class StoreClient:
                     return Outcome(unavailable=f"UNIMPLEMENTED: {exc.details()}")
                 raise
             operation = await self._done(operation)
-            seconds = time.perf_counter() - began
+            seconds, cpu = time.perf_counter() - began, cpu_seconds(pid) - cpu
         metadata = healthcare_operation_pb2.OperationMetadata()
         operation.metadata.Unpack(metadata)
         outcome = Outcome(
@@ -125,6 +131,7 @@ class StoreClient:
             failure=metadata.counter.failure,
             seconds=seconds,
             rss_mb=rss.peak_mb("dicomstore", "start"),
+            cpu_s=cpu,
         )
         if operation.HasField("error"):
             code, message = operation.error.code, operation.error.message

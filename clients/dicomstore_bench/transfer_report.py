@@ -62,6 +62,8 @@ class Report:
             out.append(Row(label, "inst/s", [r.orthanc[concurrency].per_s for r in stow]))
         if stow:
             out.append(Row(ORTHANC_BEST, "inst/s", [r.orthanc_best for r in stow]))
+            cpu = [r.orthanc[r.orthanc_concurrency].server_ms_per_item for r in stow]
+            out.append(Row(f"{ORTHANC_BEST}: server CPU", "ms/inst", cpu))
         for name in TRANSFERS:
             outcomes = [r.transfers[name] for r in self.rounds if name in r.transfers]
             if outcomes:
@@ -86,6 +88,7 @@ class Report:
             label = f"{name} / {ORTHANC_BEST}"
             target = f">= {IMPORT_OVER_STOW:g}x"
             rows.append(Row(label, "x", ratios).aim(target, min(ratios) >= IMPORT_OVER_STOW))
+        rows.append(Row(f"{name}: server CPU", "ms/inst", [o.cpu_ms_per_item for o in outcomes]))
         rss = [o.rss_mb for o in outcomes]
         rows.append(Row(f"{name}: peak RSS", "MB", rss).aim(f"< {RSS_MB:g} MB", max(rss) < RSS_MB))
         return rows

@@ -60,17 +60,28 @@ class Round:
     transfers: dict[str, Outcome] = field(default_factory=dict)
 
     @property
+    def orthanc_concurrency(self) -> int:
+        """The concurrency of Orthanc's best STOW rate."""
+        return max(self.orthanc, key=lambda c: self.orthanc[c].per_s)
+
+    @property
     def orthanc_best(self) -> float:
         return max((t.per_s for t in self.orthanc.values()), default=math.nan)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "orthanc_stow": {
-                str(c): {"inst_per_s": t.per_s, "seconds": t.elapsed_s, "errors": t.errors}
+                str(c): {
+                    "inst_per_s": t.per_s,
+                    "seconds": t.elapsed_s,
+                    "server_cpu_ms_per_inst": t.server_ms_per_item,
+                    "errors": t.errors,
+                }
                 for c, t in self.orthanc.items()
             },
             "transfers": {
-                name: asdict(o) | {"per_s": o.per_s, "mb_per_s": o.mb_per_s}
+                name: asdict(o)
+                | {"per_s": o.per_s, "mb_per_s": o.mb_per_s, "cpu_ms_per_inst": o.cpu_ms_per_item}
                 for name, o in self.transfers.items()
             },
         }
