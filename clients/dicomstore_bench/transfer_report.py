@@ -124,9 +124,9 @@ def _figure(row: Row) -> str:
 def print_table(header: Sequence[str], rows: Sequence[Row], notes: Sequence[str]) -> None:
     for line in header:
         print(line)
-    print(f"{'measurement':<72}{'unit':>8}{'value':>20}  target")
+    print(f"{'measurement':<64}{'unit':>8}{'value':>16}  target")
     for row in rows:
         target = f"{row.target} {'ok' if row.met else 'MISS'}" if row.target else row.note
-        print(f"{row.measurement:<72}{row.unit:>8}{_figure(row):>20}  {target}")
+        print(f"{row.measurement:<64}{row.unit:>8}{_figure(row):>16}  {target}".rstrip())
     for note in notes:
         print(f"note: {note}")
