@@ -50,8 +50,6 @@ import importlib.util
 import itertools
 import json
 import math
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -59,10 +57,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pydicom
 
 from dicomstore_bench.corpus import MODALITIES, PER_SERIES, PER_STUDY, Corpus, Ids, Template
 from dicomstore_bench.load import (
@@ -76,6 +72,7 @@ from dicomstore_bench.load import (
     stow_op,
     study_load_op,
 )
+from dicomstore_bench.report import finite, machine, machine_line, number
 from dicomstore_bench.servers import (
     Target,
     dicomstore_server,
@@ -372,16 +369,6 @@ class Bench:
 # Report
 
 
-def _number(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if math.isnan(value):
-        return "n/a"
-    if unit.startswith("p") or value < 10:
-        return f"{value:.2f}"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-
-
 def print_table(header: list[str], rows: Sequence[Row], notes: Sequence[str]) -> None:
     for line in header:
         print(line)
@@ -390,8 +377,8 @@ def print_table(header: list[str], rows: Sequence[Row], notes: Sequence[str]) ->
         ratio = row.ratio
         target = f"{row.target} {'ok' if row.met else 'MISS'}" if row.target else ""
         print(
-            f"{row.workload:<56}{row.unit:>10}{_number(row.values.get('dicomstore'), row.unit):>12}"
-            f"{_number(row.values.get('orthanc'), row.unit):>10}"
+            f"{row.workload:<56}{row.unit:>10}{number(row.values.get('dicomstore'), row.unit):>12}"
+            f"{number(row.values.get('orthanc'), row.unit):>10}"
             f"{'-' if math.isnan(ratio) else f'{ratio:.2f}':>8}  {target}"
         )
         for server, errors in row.errors.items():
@@ -451,34 +438,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _finite(value: Any) -> Any:
-    """`value` with NaN as None, for strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _machine() -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "httpx": httpx.__version__,
-        "pydicom": pydicom.__version__,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if importlib.util.find_spec("sniffio") is None:
@@ -511,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomstore-dicomweb-bench: {exc}", file=sys.stderr)
         return 2
     elapsed = time.monotonic() - began
-    machine = _machine()
+    host = machine()
     versions = {t.name: t.version for t in targets}
     if not isinstance(orthanc, tuple):
         versions["orthanc"] = orthanc
@@ -522,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.json:
         report = {
-            "machine": machine,
+            "machine": host,
             "versions": versions,
             "settings": asdict(settings),
             "counts": counts,
@@ -531,11 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rss_kb": bench.rss.peaks if bench.rss else {},
             "notes": bench.notes,
         }
-        print(json.dumps(_finite(report), indent=2))
+        print(json.dumps(finite(report), indent=2))
     else:
         header = [
-            f"machine: {machine['nproc']} cores ({machine['cpu']}), Linux {machine['kernel']},"
-            f" Python {machine['python']}, httpx {machine['httpx']}",
+            machine_line(host),
             f"servers: dicomstore {versions['dicomstore']} | "
             + (f"Orthanc {versions['orthanc']}" if isinstance(orthanc, tuple) else orthanc),
             f"instances: 10 KB = {bench.small.size:,} B, 0.5 MB = {bench.large.size:,} B;"

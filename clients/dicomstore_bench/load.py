@@ -256,15 +256,22 @@ def stow_op(target: Target, template: Template, corpus: Corpus) -> Op:
     return op
 
 
-def study_load_op(target: Target, template: Template, ids: Sequence[Ids]) -> Op:
-    """Batch k of PER_STUDY instances of `ids`, one multipart request each."""
+def batch_stow_op(
+    target: Target, instance: Callable[[int], bytes], total: int, per_request: int
+) -> Op:
+    """Batch k of `per_request` of the instances `instance(0)` .. `instance(total - 1)`, one
+    multipart request each."""
 
     async def op(client: httpx.AsyncClient, k: int) -> tuple[int, int]:
-        picked = ids[k * PER_STUDY : (k + 1) * PER_STUDY]
-        data = [template.render(one) for one in picked]
-        return len(picked), await post_instances(client, target, data)
+        data = [instance(i) for i in range(k * per_request, min(total, (k + 1) * per_request))]
+        return len(data), await post_instances(client, target, data)
 
     return op
+
+
+def study_load_op(target: Target, template: Template, ids: Sequence[Ids]) -> Op:
+    """Batch k of PER_STUDY instances of `ids`, one multipart request each."""
+    return batch_stow_op(target, lambda i: template.render(ids[i]), len(ids), PER_STUDY)
 
 
 def query_op(target: Target, paths: Sequence[str]) -> Op:

@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import google.cloud.storage as gcs
 import pytest
-from google.auth.credentials import AnonymousCredentials
+from tests.fake_gcs import create_bucket
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
@@ -105,11 +104,7 @@ def new_emulator_bucket(url: str) -> str:
     """Create a bucket of a new name in the emulator at `url` (one emulator serves every test
     of the session); return its name."""
     name = f"contract-{uuid.uuid4().hex[:16]}"
-    client = gcs.Client(
-        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
-    )
-    client.create_bucket(name)
-    client.close()
+    create_bucket(url, name)
     return name
 
 

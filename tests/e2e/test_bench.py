@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from typing import Any
@@ -108,3 +109,51 @@ def test_crash_trials_kill_the_server_and_find_nothing_lost_or_left() -> None:
     assert report["acknowledged_instances_checked"] >= 20
     assert sum(report["deletes"].values()) >= 1
     assert report["restart_s"]["max"] > 0
+
+
+TRANSFERS = (
+    "import gs:// (embedded)",
+    "import gs:// (fake-gcs-server)",
+    "export to gs:// (embedded)",
+)
+BIGQUERY = "export to bq:// (DuckDB)"
+
+
+def test_transfer_bench_imports_and_exports_every_instance() -> None:
+    code, report, stderr = _run("transfer_bench", "--instances", "30", "--no-orthanc")
+
+    assert code == 0, stderr
+    assert report["problems"] == []
+    rows = {(row["measurement"], row["unit"]): row for row in report["rows"]}
+    for name in TRANSFERS:
+        for key in ((name, "inst/s"), (name, "MB/s")):
+            value = rows[key]["min"]
+            assert value is not None and math.isfinite(value) and value > 0, rows[key]
+        # CPU time is counted in clock ticks (10 ms), more than a tiny run may take.
+        assert rows[(f"{name}: server CPU", "ms/inst")]["min"] >= 0
+        assert rows[(f"{name}: peak RSS", "MB")]["met"] is True
+        done = report["rounds"][0]["transfers"][name]
+        assert (done["success"], done["failure"], done["found"]) == (30, 0, 30), done
+    assert not any(workload.startswith("Orthanc") for workload, _ in rows)
+    bigquery = report["rounds"][0]["transfers"][BIGQUERY]
+    if bigquery["unavailable"]:  # until ExportDicomData to BigQuery lands
+        assert rows[(BIGQUERY, "")]["note"].startswith("not available: UNIMPLEMENTED")
+    else:
+        assert (bigquery["success"], bigquery["found"]) == (30, 30), bigquery
+        assert rows[(BIGQUERY, "rows/s")]["min"] > 0
+
+
+def test_transfer_bench_prints_each_figure_in_its_table() -> None:
+    done = _command("transfer_bench", "--instances", "10", "--no-orthanc", "--no-fake-gcs")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("machine: ")
+    # measurement, unit, value and target are set apart by two spaces or more
+    cells = {tuple(re.split(r"\s{2,}", line)[:2]): re.split(r"\s{2,}", line)[2:] for line in lines}
+    for name in ("import gs:// (embedded)", "export to gs:// (embedded)"):
+        for key in ((name, "inst/s"), (name, "MB/s")):
+            assert float(cells[key][0].replace(",", "")) > 0, cells[key]
+        assert float(cells[(f"{name}: server CPU", "ms/inst")][0]) >= 0
+        assert cells[(f"{name}: peak RSS", "MB")][1] == "< 300 MB ok"
+    assert not any("fake-gcs-server" in line for line in lines)
