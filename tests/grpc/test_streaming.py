@@ -13,6 +13,7 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from dicomstore.core.streaming import NOT_STREAMED_S
 from tests.grpc.transfers import stow
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
@@ -106,3 +107,32 @@ async def test_a_failing_table_never_fails_a_request_and_catches_up(
     shutil.rmtree(database(app))
     await eventually(app, "dicom.live", 2)
     await eventually(app, "audit.copy", 2)
+
+
+async def test_a_stream_added_later_takes_the_instances_stored_after_it(
+    app: App, dicom: Stub, dataset: str
+) -> None:
+    store = (
+        await dicom.CreateDicomStore(
+            dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="later")
+        )
+    ).name
+    await stow(app, store, instance(1))  # streams nowhere: not a row anywhere
+    await dicom.UpdateDicomStore(
+        dicom_pb2.UpdateDicomStoreRequest(
+            dicom_store=dicom_pb2.DicomStore(
+                name=store,
+                stream_configs=[
+                    dicom_pb2.StreamConfig(
+                        bigquery_destination=dicom_pb2.BigQueryDestination(table_uri=LIVE)
+                    )
+                ],
+            ),
+            update_mask={"paths": ["stream_configs"]},
+        )
+    )
+    await asyncio.sleep(NOT_STREAMED_S)
+    await stow(app, store, instance(2))
+    await eventually(app, "dicom.live", 1)
+    await asyncio.sleep(0.5)
+    assert rows(app, "dicom.live") == [("1.2.5.1.2",)]

@@ -6,7 +6,9 @@ wait for it and never fail because of it: `stored` only queues the new instances
 background task writes them, all that is queued for a table in one write. A table that cannot
 be written is logged and tried again after `retry_s`, its rows kept; past `MAX_WAITING`
 instances waiting for one table, the oldest are given up (and logged). The queue lives in
-memory: instances stored just before a crash may not be streamed.
+memory: instances stored just before a crash may not be streamed. A store found to stream
+nowhere is not looked up again for `NOT_STREAMED_S`, so that streaming costs nothing per request
+to the stores that do not use it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Instances waiting for one table before the oldest are given up.
 MAX_WAITING: Final = 100_000
+#: How long a store found to stream nowhere is taken not to (a streamConfigs added to it
+#: applies to the instances stored from at most this many seconds later).
+NOT_STREAMED_S: Final = 1.0
 
 
 class Streaming:
@@ -50,6 +56,8 @@ class Streaming:
         self._waiting: dict[str, collections.deque[tuple[DicomStoreName, InstanceKey]]] = {}
         self._destinations: dict[str, BigQueryDestination] = {}
         self._task: asyncio.Task[None] | None = None
+        # Stores found to have no stream table, and when: their instances are not even queued.
+        self._not_streamed: dict[DicomStoreName, float] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -61,6 +69,9 @@ class Streaming:
 
     def stored(self, store: DicomStoreName, keys: Sequence[InstanceKey]) -> None:
         """Note instances a request just made visible (never blocks, never raises)."""
+        seen = self._not_streamed.get(store)
+        if seen is not None and time.monotonic() - seen < NOT_STREAMED_S:
+            return  # known to stream nowhere: no work, not even a catalog read, per request
         if keys:
             self._queue.put_nowait((store, keys))
 
@@ -84,6 +95,10 @@ class Streaming:
             config = (await self._catalog.get_dicom_store(store)).config
         except DicomStoreError:
             return  # the store is gone: nothing to stream
+        if any(stream.bigquery_destination for stream in config.stream_configs):
+            self._not_streamed.pop(store, None)
+        else:
+            self._not_streamed[store] = time.monotonic()
         for stream in config.stream_configs:
             destination = stream.bigquery_destination
             if destination is None:
