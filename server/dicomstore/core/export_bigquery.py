@@ -23,7 +23,7 @@ from dicomstore.core.validation import BigQueryTableName, parse_bigquery_table_u
 from dicomstore.dicom.bigquery import bigquery_row, file_meta_json
 
 #: Instances turned into rows and written in one write.
-ROWS: Final = 5000
+ROWS: Final = 2000
 
 
 def instance_rows(

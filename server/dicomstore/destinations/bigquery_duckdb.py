@@ -16,8 +16,11 @@ FAILED_PRECONDITION and nothing is written.
 from __future__ import annotations
 
 import asyncio
+import json
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import TypeVar
 
@@ -175,12 +178,26 @@ class DuckDbTable:
         columns: tuple[Column, ...],
         rows: Sequence[BigQueryRow],
     ) -> None:
+        """Insert through a newline-delimited JSON file that DuckDB reads with the columns'
+        types: binding rows one by one (`executemany`) costs ~5 ms per row of ~90 columns,
+        reading the file a few microseconds."""
         names = ", ".join(quoted(column.name) for column in columns)
-        marks = ", ".join("?" for _ in columns)
-        connection.executemany(
-            f"INSERT INTO {self._qualified} ({names}) VALUES ({marks})",
-            [[conformed(row.values.get(c.name), c) for c in columns] for row in rows],
+        types = ", ".join(
+            f"{_sql_text(column.name)}: {_sql_text(sql_type(column))}" for column in columns
         )
+        with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as lines:
+            for row in rows:
+                values = {c.name: conformed(row.values.get(c.name), c) for c in columns}
+                lines.write(
+                    json.dumps(values, default=_json_scalar)
+                )  # NaN, Infinity: DuckDB reads them
+                lines.write("\n")
+            lines.flush()
+            connection.execute(
+                f"INSERT INTO {self._qualified} ({names}) SELECT {names} FROM read_json("
+                f"{_sql_text(lines.name)}, format = 'newline_delimited',"
+                f" columns = {{{types}}})"
+            )
 
     def _exists(self, connection: duckdb.DuckDBPyConnection) -> bool:
         found = connection.execute(
@@ -218,3 +235,16 @@ def _domain_error(exc: duckdb.Error, doing: str) -> DicomStoreError:
     if "No space left" in text or "Disk quota" in text:
         return insufficient_storage(doing)
     return Internal(f"the embedded BigQuery database failed while {doing}: {type(exc).__name__}")
+
+
+def _sql_text(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_scalar(value: object) -> str:
+    """Dates, times and instants as the ISO 8601 text DuckDB reads into DATE, TIME and
+    TIMESTAMPTZ."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    raise TypeError(f"no JSON form for {type(value).__name__}")
