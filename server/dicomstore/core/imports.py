@@ -84,7 +84,10 @@ class Imports:
     async def _run(self, context: JobContext) -> OperationResponse | OperationError:
         store = DicomStoreName.parse(context.args["store"])
         source = parse_import_source(context.args["uri"], "gcs_source.uri")
-        run = _ImportRun(self, context, store, source)
+        batch = IngestBatch(self._instances, store, keep_identical=True)
+        run = _ImportRun(
+            self._storage, batch, context, source, self._max_instance_bytes, self._concurrency
+        )
         await run.all_objects()
         if run.total == 0:
             raise NotFound(f"no object matches {source}", resource=str(source))
@@ -97,12 +100,20 @@ class _ImportRun:
     """One run of an import job: objects downloaded ahead, ingested in order, group by group."""
 
     def __init__(
-        self, imports: Imports, context: JobContext, store: DicomStoreName, source: GcsUri
+        self,
+        storage: CloudStorage,
+        batch: IngestBatch,
+        context: JobContext,
+        source: GcsUri,
+        max_instance_bytes: int,
+        concurrency: int,
     ) -> None:
-        self._imports = imports
+        self._storage = storage
+        self._batch = batch
         self._context = context
         self._source = source
-        self._batch = IngestBatch(imports._instances, store, keep_identical=True)
+        self._max_instance_bytes = max_instance_bytes
+        self._concurrency = concurrency
         # The objects of the batch's group in the order offered, each with the code of the
         # error that kept it from being offered, if any.
         self._offered: list[tuple[str, Code | None]] = []
@@ -118,7 +129,7 @@ class _ImportRun:
             async with contextlib.aclosing(self._listing()) as listing:
                 async for found in listing:
                     self.total += 1
-                    if len(self._downloads) >= self._imports._concurrency:
+                    if len(self._downloads) >= self._concurrency:
                         await self._offer_oldest()
                     download = asyncio.ensure_future(self._download(found))
                     self._downloads.append((found.name, download))
@@ -128,12 +139,15 @@ class _ImportRun:
         except BaseException:
             for _, task in self._downloads:
                 task.cancel()
-            await asyncio.gather(*(task for _, task in self._downloads), return_exceptions=True)
+            downloaded = [task for _, task in self._downloads]
+            for outcome in await asyncio.gather(*downloaded, return_exceptions=True):
+                if isinstance(outcome, io.IOBase | tempfile.SpooledTemporaryFile):
+                    outcome.close()
             await asyncio.shield(self._batch.abandon())
             raise
 
     async def _listing(self) -> AsyncGenerator[StorageObject, None]:
-        async for found in matching_objects(self._imports._storage, self._source):
+        async for found in matching_objects(self._storage, self._source):
             yield found
 
     async def _download(self, found: StorageObject) -> BinaryIO | DicomStoreError:
@@ -146,8 +160,8 @@ class _ImportRun:
             else cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES))  # noqa: SIM115
         )
         try:
-            await self._imports._storage.download(
-                self._source.bucket, found.name, sink, limit=self._imports._max_instance_bytes
+            await self._storage.download(
+                self._source.bucket, found.name, sink, limit=self._max_instance_bytes
             )
         except DicomStoreError as exc:
             sink.close()
