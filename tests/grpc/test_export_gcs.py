@@ -107,7 +107,8 @@ async def test_a_filter_file_exports_the_resources_it_names(
     (filters / "list.txt").write_bytes(
         f"/studies/{STUDY}/series/{SERIES[0]}\r\n\n"
         f"/studies/{STUDY}/series/{SERIES[1]}/instances/{SERIES[1]}.2\n"
-        f"/studies/{STUDY}/series/{SERIES[0]}/instances/{SERIES[0]}.1\n".encode()
+        f"/studies/{STUDY}/series/{SERIES[0]}/instances/{SERIES[0]}.1\n"
+        "/studies/9.9.9\n".encode()
     )
     operation = await export(
         dicom,
@@ -116,7 +117,9 @@ async def test_a_filter_file_exports_the_resources_it_names(
         "gs://out/f",
         filter_config=dicom_pb2.DicomFilterConfig(resource_paths_gcs_uri="gs://filters/list.txt"),
     )
-    assert counter(operation) == (3, 0)
+    assert counter(operation) == (3, 1)
+    assert "1 of 4 instances failed" in operation.error.message
+    assert operation.error.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert sorted(exported(root)) == [
         f"f/{STUDY}/{SERIES[0]}/{SERIES[0]}.1.dcm",
         f"f/{STUDY}/{SERIES[0]}/{SERIES[0]}.2.dcm",

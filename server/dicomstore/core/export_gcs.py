@@ -70,17 +70,20 @@ class GcsExport:
         self._mime_type: str = args.get("mime_type", "")
         self._filter: str = args.get("filter", "")
         self._uploads = asyncio.Semaphore(UPLOADS)
+        self._unmatched: list[OperationLogEntry] = []  # filter lines naming nothing
         self.total = 0
         self.success = 0
         self.failure = 0
 
     async def run(self) -> None:
         async for group in self._groups():
-            self.total += len(group)
+            unmatched, self._unmatched = self._unmatched, []
             outcomes = await asyncio.gather(*(self._guarded(i) for i in group))
-            failures = [entry for entry in outcomes if entry is not None]
-            self.failure += len(failures)
-            self.success += len(group) - len(failures)
+            failed = [entry for entry in outcomes if entry is not None]
+            self.total += len(group) + len(unmatched)
+            self.success += len(group) - len(failed)
+            self.failure += len(failed) + len(unmatched)
+            failures = failed + unmatched
             await self._context.log(failures)
             await self._context.progress(ProgressCounter(self.success, self.failure))
             await self._context.check_cancelled()
@@ -99,6 +102,11 @@ class GcsExport:
             found = await self._catalog.find_instances(
                 self._store, path.study_uid, path.series_uid, path.sop_uid
             )
+            if not found:
+                self._unmatched.append(
+                    OperationLogEntry(path.text, Code.NOT_FOUND, f"{path.text} is not in the store")
+                )
+                yield []  # counted and logged with the next group
             fresh = [i for i in found if i.key.instance_key not in seen]
             seen.update(i.key.instance_key for i in fresh)
             for start in range(0, len(fresh), GROUP):

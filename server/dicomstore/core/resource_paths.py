@@ -22,6 +22,16 @@ class ResourcePath:
     series_uid: str | None = None
     sop_uid: str | None = None
 
+    @property
+    def text(self) -> str:
+        """The line as a DICOMweb path, without its leading slash."""
+        path = f"studies/{self.study_uid}"
+        if self.series_uid is not None:
+            path += f"/series/{self.series_uid}"
+        if self.sop_uid is not None:
+            path += f"/instances/{self.sop_uid}"
+        return path
+
 
 def parse_resource_paths(text: bytes, source: str) -> list[ResourcePath]:
     """The resources a filter file names, in its order; InvalidArgument on a bad line."""
