@@ -188,7 +188,14 @@ class ServeProcess:
             return await self.proc.wait()
 
     def log_tail(self, chars: int = 6000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
+        """The end of the server's log: from its last fatal error report (faulthandler's header
+        and every thread's stack, which grow with the threads) when there is one, else the last
+        `chars` characters."""
+        text = self.log.read_text(errors="replace")
+        fatal = text.rfind("Fatal Python error")
+        if fatal != -1:
+            return text[fatal : fatal + 4 * chars]
+        return text[-chars:]
 
 
 def find_orthanc(binary: str | None, plugin: str | None) -> tuple[str, str] | str:
