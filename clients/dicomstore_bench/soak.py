@@ -42,7 +42,7 @@ import httpx
 
 from dicomstore_bench.load import tree_rss_kb
 from dicomstore_bench.servers import ServeProcess, run_async
-from dicomstore_bench.soak_traffic import EndedEarly, Stats, Unexpected, Worker
+from dicomstore_bench.soak_traffic import SOAK_BUCKET, EndedEarly, Stats, Unexpected, Worker
 
 
 @dataclass
@@ -123,8 +123,12 @@ class Soak:
                 httpx.AsyncClient(base_url=self.http_url, timeout=60)
                 for _ in range(args.concurrency)
             ]
+            bucket = None
+            if self.server is not None:  # its embedded Cloud Storage: export and import there
+                bucket = self.server.data_dir / "gcs" / SOAK_BUCKET
+                bucket.mkdir(parents=True, exist_ok=True)
             workers = [
-                Worker(n, self.grpc_target, channel, clients[n], args.seed)
+                Worker(n, self.grpc_target, channel, clients[n], args.seed, bucket)
                 for n in range(args.concurrency)
             ]
             ready = asyncio.Barrier(len(workers))

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
+from google.cloud.healthcare.v1 import operation_pb2
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
@@ -30,6 +33,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from dicomstore_bench.corpus import MULTIPART_DICOM, Ids, Template, multipart
 
 LOCATION = "projects/soak/locations/local"
+SOAK_BUCKET = "soak"
 OPERATION_WAIT_S = 60.0
 KEPT_STUDIES = 6  # a worker deletes its oldest study beyond this many
 TEMPLATE = Template("10 KB", 64, 80, 16)
@@ -97,8 +101,12 @@ class Worker:
         channel: grpc.aio.Channel,
         http: httpx.AsyncClient,
         seed: int,
+        bucket: Path | None = None,
     ) -> None:
+        """`bucket` is the folder of the server's embedded bucket `SOAK_BUCKET`, when the soak
+        runs the server itself: exports and imports then move data through it."""
         self.number = number
+        self.bucket = bucket
         self.target = target
         self.random = random.Random(seed * 1000 + number)
         self.dataset = f"{LOCATION}/datasets/w{number}"
@@ -224,23 +232,51 @@ class Worker:
         await self.datasets.DeleteDataset(dataset_pb2.DeleteDatasetRequest(name=name))
 
     async def grpc_import_export(self) -> None:
-        """Both return an operation at once; it must finish (with its outcome, whatever it is)."""
-        if self.random.random() < 0.5:
-            operation = await self.dicom.ImportDicomData(
-                dicom_pb2.ImportDicomDataRequest(
-                    name=self.store, gcs_source=dicom_pb2.GcsSource(uri="gs://soak/none/**.dcm")
+        """Export the worker's store to `gs://soak/w<N>` (emptied first), then import what was
+        written back: every instance exported, every one found identical and left alone.
+        Against a server of its own (`--target`) the bucket is missing: the export ends
+        NOT_FOUND."""
+        expected = sum(len(s.ids) for s in self.studies)
+        prefix = f"gs://{SOAK_BUCKET}/w{self.number}"
+        if self.bucket is not None:
+            await asyncio.to_thread(shutil.rmtree, self.bucket / f"w{self.number}", True)
+        exported = await self._grpc_wait(
+            (
+                await self.dicom.ExportDicomData(
+                    dicom_pb2.ExportDicomDataRequest(
+                        name=self.store,
+                        gcs_destination=dicom_pb2.GcsDestination(uri_prefix=prefix),
+                    )
                 )
-            )
-        else:
-            operation = await self.dicom.ExportDicomData(
-                dicom_pb2.ExportDicomDataRequest(
-                    name=self.store,
-                    gcs_destination=dicom_pb2.GcsDestination(
-                        uri_prefix=f"gs://soak/w{self.number}"
-                    ),
+            ).name
+        )
+        if self.bucket is None and exported.error.code == grpc.StatusCode.NOT_FOUND.value[0]:
+            return  # no such bucket on that server
+        self._expect_counted("ExportDicomData", exported, expected)
+        if not expected:
+            return  # nothing was written: an import would match nothing
+        imported = await self._grpc_wait(
+            (
+                await self.dicom.ImportDicomData(
+                    dicom_pb2.ImportDicomDataRequest(
+                        name=self.store, gcs_source=dicom_pb2.GcsSource(uri=f"{prefix}/**")
+                    )
                 )
+            ).name
+        )
+        self._expect_counted("ImportDicomData", imported, expected)
+        await self.grpc_metrics()  # the identical instances were left alone
+
+    @staticmethod
+    def _expect_counted(what: str, operation: operations_pb2.Operation, expected: int) -> None:
+        metadata = operation_pb2.OperationMetadata()
+        operation.metadata.Unpack(metadata)
+        counter = metadata.counter
+        if operation.HasField("error") or (counter.success, counter.failure) != (expected, 0):
+            raise Unexpected(
+                f"{what}: {counter.success} succeeded, {counter.failure} failed, expected"
+                f" {expected}; error {operation.error.code} {operation.error.message[:200]}"
             )
-        await self._grpc_wait(operation.name)
 
     async def _grpc_wait(self, name: str) -> operations_pb2.Operation:
         deadline = time.monotonic() + OPERATION_WAIT_S
