@@ -397,16 +397,6 @@ async def test_metrics_of_missing_store_is_not_found(dicom: Stub, dataset: str) 
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def wait_done(channel: grpc.aio.Channel, name: str) -> operations_pb2.Operation:
-    stub = operations_pb2_grpc.OperationsStub(channel)
-    for _ in range(200):
-        operation = await stub.GetOperation(operations_pb2.GetOperationRequest(name=name))
-        if operation.done:
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"operation {name} did not finish")
-
-
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [

@@ -11,8 +11,8 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
-from tests.grpc.transfers import finished, metadata, stow
-from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
+from tests.grpc.transfers import finished, generated, metadata, stow
+from tests.unit.dicom.dicomfiles import data_file
 
 Stub = dicom_pb2_grpc.DicomServiceStub
 Operations = operations_pb2_grpc.OperationsStub
@@ -21,11 +21,7 @@ SERIES = (f"{STUDY}.1", f"{STUDY}.2")
 
 
 def instance(series: str, number: int) -> bytes:
-    return part10(
-        new_instance(
-            StudyInstanceUID=STUDY, SeriesInstanceUID=series, SOPInstanceUID=f"{series}.{number}"
-        )
-    )
+    return generated(STUDY, series, number)
 
 
 @pytest.fixture

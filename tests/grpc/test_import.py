@@ -14,7 +14,7 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
-from tests.grpc.transfers import finished, metadata
+from tests.grpc.transfers import finished, generated, metadata
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, new_instance, part10
 
 Stub = dicom_pb2_grpc.DicomServiceStub
@@ -23,13 +23,7 @@ BUCKET = "import-bucket"
 
 
 def small(number: int, study: str = "1.2.826.0.1.7") -> bytes:
-    return part10(
-        new_instance(
-            StudyInstanceUID=study,
-            SeriesInstanceUID=f"{study}.1",
-            SOPInstanceUID=f"{study}.1.{number}",
-        )
-    )
+    return generated(study, f"{study}.1", number)
 
 
 def put(app: App, name: str, data: bytes) -> None:

@@ -7,7 +7,8 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from tests.conftest import LOCATION
-from tests.grpc.test_dicom_service import status_of, wait_done
+from tests.grpc.test_dicom_service import status_of
+from tests.grpc.transfers import finished
 
 Stub = operations_pb2_grpc.OperationsStub
 
@@ -34,7 +35,7 @@ async def test_list_filters_on_done_and_pages(
     assert len(created.operations) == 1  # the dataset's own CreateDataset operation
     names = [await start_import(dicom, dataset)]
     for name in names:
-        await wait_done(channel, name)
+        await finished(Stub(channel), name)
     everything = await operations.ListOperations(
         operations_pb2.ListOperationsRequest(name=dataset, page_size=1)
     )
@@ -86,7 +87,7 @@ async def test_cancel_of_finished_operation_changes_nothing(
     channel: grpc.aio.Channel,
 ) -> None:
     name = await start_import(dicom, dataset)
-    before = await wait_done(channel, name)
+    before = await finished(Stub(channel), name)
     await operations.CancelOperation(operations_pb2.CancelOperationRequest(name=name))
     after = await operations.GetOperation(operations_pb2.GetOperationRequest(name=name))
     assert after == before

@@ -14,8 +14,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
 from dicomstore.core.streaming import NOT_STREAMED_S
-from tests.grpc.transfers import stow
-from tests.unit.dicom.dicomfiles import new_instance, part10
+from tests.grpc.transfers import generated, stow
 
 Stub = dicom_pb2_grpc.DicomServiceStub
 LIVE = "bq://stream-project.dicom.live"
@@ -23,13 +22,7 @@ AUDIT = "bq://stream-project.audit.copy"
 
 
 def instance(number: int) -> bytes:
-    return part10(
-        new_instance(
-            StudyInstanceUID="1.2.5",
-            SeriesInstanceUID="1.2.5.1",
-            SOPInstanceUID=f"1.2.5.1.{number}",
-        )
-    )
+    return generated("1.2.5", "1.2.5.1", number)
 
 
 async def streamed_store(dicom: Stub, dataset: str) -> str:

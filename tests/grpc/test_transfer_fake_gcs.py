@@ -15,8 +15,7 @@ from google.longrunning import operations_pb2_grpc
 from dicomstore.app import App
 from tests.conftest import settings_for
 from tests.contract.conftest import new_emulator_bucket
-from tests.grpc.transfers import finished, metadata
-from tests.unit.dicom.dicomfiles import new_instance, part10
+from tests.grpc.transfers import finished, generated, metadata
 
 
 @pytest.fixture
@@ -31,13 +30,7 @@ async def app(tmp_path: Path, fake_gcs_url: str) -> AsyncIterator[App]:
 
 
 def instance(number: int) -> bytes:
-    return part10(
-        new_instance(
-            StudyInstanceUID="1.2.7",
-            SeriesInstanceUID="1.2.7.1",
-            SOPInstanceUID=f"1.2.7.1.{number}",
-        )
-    )
+    return generated("1.2.7", "1.2.7.1", number)
 
 
 async def test_import_then_export_through_the_gcs_json_api(

@@ -1,5 +1,5 @@
-"""What the import, export and streaming tests share: storing instances over STOW-RS, waiting
-for an operation, reading its metadata."""
+"""What the import, export and streaming tests share: generated instances, storing them over
+STOW-RS, waiting for an operation, reading its metadata."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from tests.unit.dicom.dicomfiles import new_instance, part10
+
+
+def generated(study: str, series: str, number: int) -> bytes:
+    """A small Part 10 instance of `series` of `study`, SOP Instance UID `{series}.{number}`."""
+    return part10(
+        new_instance(
+            StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=f"{series}.{number}"
+        )
+    )
 
 
 async def stow(app: App, store: str, *bodies: bytes) -> None:

@@ -40,7 +40,7 @@ DESTINATION_FAULTS: Final = frozenset(
 
 def instance_path(instance: StoredInstance) -> str:
     """The instance's DICOMweb path, as export log entries name it."""
-    return f"studies/{instance.study_uid}/series/{instance.series_uid}/instances/{instance.sop_uid}"
+    return ResourcePath(instance.study_uid, instance.series_uid, instance.sop_uid).text
 
 
 class GcsExport:
