@@ -1,7 +1,8 @@
 """ExportDicomData to BigQuery: one row per instance in Google's DICOM schema
 (`dicomstore.dicom.bigquery`), written `ROWS` at a time to the table of `bq://P.D.T`.
 
-Reference: BigQueryDestination (seed 003) and the BigQuery export how-to (seed 004): the write
+Reference: BigQueryDestination in Google's RPC reference and its BigQuery export how-to
+(docs/bigquery.md says what we take from them): the write
 disposition (and legacy `force`) decides, before any row is written, whether a table that has
 rows is refused, emptied or appended to (`core.bigquery_export`). The rows are built in a
 thread (pure CPU) and each group is one write; the counter moves after each.

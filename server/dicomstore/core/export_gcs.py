@@ -1,7 +1,8 @@
 """ExportDicomData to Cloud Storage: each instance of a store (or of its filter file) becomes the
 object `{uriPrefix}/{study}/{series}/{instance}.dcm`, overwriting one already there.
 
-Reference: GcsDestination (seed 003) and the export how-to (seed 002). A slash is appended to a
+Reference: GcsDestination in Google's RPC reference and its Cloud Storage export how-to
+(docs/cloud-storage.md). A slash is appended to a
 prefix without one. With no `mimeType` (or `application/dicom; transfer-syntax=*`, or the
 transfer syntax an instance is stored in) the stored bytes are written; any other MIME type
 needs a transcoder this build lacks, so each instance fails with that reason, never a fake

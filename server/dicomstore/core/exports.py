@@ -1,9 +1,10 @@
 """ExportDicomData: copy a store's instances to Cloud Storage or their metadata to BigQuery.
 
 Reference: ExportDicomDataRequest, GcsDestination, BigQueryDestination, DicomFilterConfig
-(seed 003; seeds 002 and 004 for the how-tos). The request is validated and the operation
-persisted at once; the job (`export_gcs`) runs in the background and is idempotent: after a
-crash it runs again and overwrites what it had written.
+(Google's RPC reference and export how-tos; docs/cloud-storage.md, docs/bigquery.md). The
+request is validated and the operation persisted at once; the job (`export_gcs`,
+`export_bigquery`) runs in the background and is idempotent: after a crash it runs again and
+overwrites what it had written.
 """
 
 from __future__ import annotations

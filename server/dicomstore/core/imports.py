@@ -1,6 +1,7 @@
 """ImportDicomData: copy DICOM instances from Cloud Storage into a store, as an operation.
 
-Reference: ImportDicomDataRequest (seed 003; seed 002 for the how-to). The objects the source
+Reference: ImportDicomDataRequest in Google's RPC reference and its import how-to
+(docs/cloud-storage.md). The objects the source
 URI names (wildcards `*`, `**`, `?`, `dicomstore.core.uris`) are listed as a stream and
 downloaded `concurrency` at a time; each goes through the ingest path STOW-RS takes
 (`IngestBatch`), and each group of `GROUP` objects becomes visible in one transaction, after

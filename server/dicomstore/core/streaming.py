@@ -1,7 +1,7 @@
 """Streaming to BigQuery (`DicomStore.stream_configs`): every instance stored afterwards, by
 STOW-RS or import, is appended as a row to each configured table, in the schema export writes.
 
-Reference: the BigQuery streaming how-to (GOOGLE-BEHAVIOUR item 23). A store's requests never
+Reference: Google's DICOM-to-BigQuery streaming how-to (docs/bigquery.md). A store's requests never
 wait for it and never fail because of it: `stored` only queues the new instances' keys, and one
 background task writes them, all that is queued for a table in one write. A table that cannot
 be written is logged and tried again after `retry_s`, its rows kept; past `MAX_WAITING`

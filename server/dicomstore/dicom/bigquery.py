@@ -43,7 +43,7 @@ DATE, TIME, TIMESTAMP, RECORD = (
     ColumnType.RECORD,
 )
 
-#: Google's VR to BigQuery type table (GOOGLE-BEHAVIOUR item 25; SV and UV as INTEGER too).
+#: Google's VR to BigQuery type table (docs/bigquery.md; SV and UV as INTEGER too).
 VR_TYPES: Final[Mapping[str, ColumnType]] = {
     **dict.fromkeys(
         ("AE", "AS", "CS", "DS", "IS", "LO", "LT", "SH", "ST", "UC", "UI", "UR", "UT"), STRING
