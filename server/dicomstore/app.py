@@ -46,6 +46,7 @@ from dicomstore.core.streaming import Streaming
 from dicomstore.destinations.bigquery import bigquery_tables
 from dicomstore.destinations.gcs import cloud_storage
 from dicomstore.logs import AccessLog
+from dicomstore.pixel_workers import PixelWorkers
 
 log = logging.getLogger("dicomstore")
 
@@ -90,6 +91,7 @@ class App:
         self.settings = settings
         self.catalog = SqliteCatalog(settings.catalog_path)
         self.blobs = LocalBlobStore(settings.blob_dir)
+        self.pixels = PixelWorkers(settings.pixel_processes, settings.pixel_memory_limit)
         self._serving = False
         self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -175,6 +177,7 @@ class App:
             stores=stores,
             policy=POLICIES[settings.dicomweb_mode],
             max_instance_bytes=settings.max_instance_bytes,
+            pixels=self.pixels,
             public_url=settings.public_url,
         )
         self.http_app = create_app(
@@ -239,6 +242,7 @@ class App:
             await self.operations.close()
         if self.streaming is not None:
             await self.streaming.close()
+        await self.pixels.close()
         if self.storage is not None:
             await self.storage.close()
         await self.catalog.close()

@@ -124,6 +124,19 @@ class Settings:
     import_concurrency: int = _setting(
         8, "Cloud Storage objects an import downloads at the same time", low=1, high=256
     )
+    pixel_processes: int = _setting(
+        os.cpu_count() or 1,
+        "worker processes that decode, transcode and render pixel data",
+        low=1,
+        high=256,
+    )
+    pixel_memory_limit: int = _setting(
+        256 << 20,
+        "most memory, in bytes, one request's pixel work may hold (a decoded frame and its"
+        " working copies); a request over it is refused with 400",
+        low=1 << 20,
+        high=1 << 40,
+    )
     forwarded_allow_ips: str = _setting(
         "",
         "trusted reverse proxies, whose X-Forwarded-Proto, -Host and -For headers are"

@@ -102,6 +102,8 @@ WORKING: dict[str, Call] = {
     "datasets.dicomStores.studies.series.instances.retrieveMetadata": Call(),
     "datasets.dicomStores.studies.series.instances.bulkdata.retrieveBulkdata": Call(),
     "datasets.dicomStores.studies.series.instances.frames.retrieveFrames": Call(),
+    "datasets.dicomStores.studies.series.instances.retrieveRendered": Call(),
+    "datasets.dicomStores.studies.series.instances.frames.retrieveRendered": Call(),
     "datasets.operations.cancel": Call(body={}),
     "datasets.operations.get": Call(),
     "datasets.operations.list": Call(),
@@ -129,8 +131,6 @@ UNIMPLEMENTED: dict[str, Call] = {
     "datasets.dicomStores.dicomWeb.studies.setBlobStorageSettings": Call(body=_BLOB_SETTINGS),
     "datasets.dicomStores.dicomWeb.studies.series.getSeriesMetrics": Call(),
     "datasets.dicomStores.dicomWeb.studies.series.instances.getStorageInfo": Call(),
-    "datasets.dicomStores.studies.series.instances.retrieveRendered": Call(),
-    "datasets.dicomStores.studies.series.instances.frames.retrieveRendered": Call(),
 }
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian
 
 from dicomstore.app import App
 from dicomstore.core.instances import Ingested, Instances
@@ -244,8 +245,9 @@ async def test_single_part_instance_has_the_stored_syntax_and_length(
     assert response.headers["content-length"] == str(len(data))
 
 
-# Accept negotiation on an instance stored as Explicit VR Little Endian: (Accept, outcome) where
-# the outcome is "multipart", "single" or 406.
+# Accept negotiation on a 16-bit instance stored as Explicit VR Little Endian: (Accept, outcome)
+# where the outcome is "multipart", "single", 406 (a type never produced) or 400 (JPEG Baseline,
+# which cannot hold 16-bit samples).
 LE_ACCEPT_RULES: list[tuple[str | None, str | int]] = [
     (None, "multipart"),
     ("*/*", "multipart"),
@@ -262,9 +264,11 @@ LE_ACCEPT_RULES: list[tuple[str | None, str | int]] = [
     (f"application/dicom; q=0.5, {MULTIPART_DICOM}; q=0.9", "multipart"),
     (f"application/dicom; q=1, {MULTIPART_DICOM}; q=0.4", "single"),
     (f"{MULTIPART_DICOM}; q=0, */*", "single"),
-    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}, application/dicom; q=0.1", "single"),
+    (f"{MULTIPART_DICOM}; transfer-syntax=1.2.840.10008.1.2.4.57, application/dicom", "single"),
+    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}, application/dicom; q=0.1", 400),
     ("application/json", 406),
-    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}", 406),
+    (f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}", 400),
+    (f"{MULTIPART_DICOM}; transfer-syntax=1.2.840.10008.1.2.4.57", 406),
     ('multipart/related; type="application/octet-stream"', 406),
     ("*/*; q=0", 406),
 ]
@@ -282,6 +286,9 @@ async def test_accept_negotiation_for_an_explicit_little_endian_instance(
         message = not_acceptable(response)
         assert f"{MULTIPART_DICOM}; transfer-syntax=*" in message
         assert f"application/dicom; transfer-syntax={LE}" in message
+    elif outcome == 400:
+        message = error(response, 400, "INVALID_ARGUMENT")
+        assert message.startswith(f"image cannot be transcoded from {LE} to {JPEG_BASELINE}")
     elif outcome == "single":
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == f"application/dicom; transfer-syntax={LE}"
@@ -293,19 +300,30 @@ async def test_accept_negotiation_for_an_explicit_little_endian_instance(
 
 @pytest.mark.parametrize(
     "accept",
-    [None, "*/*", MULTIPART_DICOM, f"{MULTIPART_DICOM}; transfer-syntax={LE}", "application/dicom"],
+    [
+        None,
+        "*/*",
+        MULTIPART_DICOM,
+        f"{MULTIPART_DICOM}; transfer-syntax={LE}",
+        f"{MULTIPART_DICOM}, {MULTIPART_DICOM}; transfer-syntax=*; q=0.2",
+    ],
 )
-async def test_default_syntax_of_a_compressed_instance_is_406_until_transcoding(
+async def test_default_syntax_of_a_compressed_instance_is_explicit_little_endian(
     client: httpx.AsyncClient, instances: Instances, accept: str | None
 ) -> None:
-    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
+    source = data_file("SC_rgb_jpeg_dcmtk.dcm")
+    result = await ingest(instances, source.read_bytes())
     headers = {} if accept is None else {"accept": accept}
-    message = not_acceptable(await client.get(instance_path(result), headers=headers))
-    assert "transcoding is not available yet" in message
-    assert f"stored as {JPEG_BASELINE}" in message
-    assert f"{MULTIPART_DICOM}; transfer-syntax=*" in message
-    assert f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}" in message
-    assert "application/dicom; transfer-syntax=*" in message
+    ((part_headers, body),) = multipart(
+        await client.get(instance_path(result), headers=headers), "application/dicom"
+    )
+    assert part_headers["content-type"] == f"application/dicom; transfer-syntax={LE}"
+    decoded = pydicom.dcmread(io.BytesIO(body))
+    original = pydicom.dcmread(source)
+    assert decoded.file_meta.TransferSyntaxUID == LE
+    assert decoded.SOPInstanceUID == original.SOPInstanceUID
+    assert decoded.PhotometricInterpretation == "RGB"
+    assert (decoded.pixel_array == original.pixel_array).all()
 
 
 @pytest.mark.parametrize(
@@ -313,7 +331,6 @@ async def test_default_syntax_of_a_compressed_instance_is_406_until_transcoding(
     [
         f"{MULTIPART_DICOM}; transfer-syntax=*",
         f"{MULTIPART_DICOM}; transfer-syntax={JPEG_BASELINE}",
-        f"{MULTIPART_DICOM}, {MULTIPART_DICOM}; transfer-syntax=*; q=0.2",
     ],
 )
 async def test_compressed_instance_is_returned_as_stored_when_asked(
@@ -329,20 +346,25 @@ async def test_compressed_instance_is_returned_as_stored_when_asked(
     assert headers["content-type"] == f"application/dicom; transfer-syntax={JPEG_BASELINE}"
 
 
-async def test_study_of_mixed_syntaxes_is_returned_only_as_stored(
+async def test_study_of_mixed_syntaxes_is_returned_in_the_one_asked(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
     ds = image("1.2.826.0.1.3.1.1")
     await ingest(instances, part10(ds))
     big = image("1.2.826.0.1.3.1.2")
+    little = big.PixelData
     big.PixelData = byteswap(big.PixelData, 2)
     await ingest(instances, part10(big, ExplicitVRBigEndian))
     study = f"{WEB}/studies/{STUDY}"
-    message = not_acceptable(
-        await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax={LE}"})
+    parts = multipart(
+        await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax={LE}"}),
+        "application/dicom",
     )
-    assert f"stored as {ExplicitVRLittleEndian}, {ExplicitVRBigEndian}" in message
-    assert message.endswith(f"one of {MULTIPART_DICOM}; transfer-syntax=*")
+    assert [h["content-type"].rpartition("=")[2] for h, _ in parts] == [LE, LE]
+    assert [pydicom.dcmread(io.BytesIO(body)).PixelData for _, body in parts] == [
+        ds.PixelData,
+        little,
+    ]
     parts = multipart(
         await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax=*"}),
         "application/dicom",
@@ -677,15 +699,16 @@ async def test_malformed_bulkdata_path_is_400(
     assert "bulkdata" in error(response, 400, "INVALID_ARGUMENT")
 
 
-async def test_compressed_pixel_data_bulkdata_is_406_until_transcoding(
+async def test_compressed_pixel_data_bulkdata_is_decoded(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
-    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
-    response = await client.get(f"{instance_path(result)}/bulkdata/7FE00010")
-    assert response.status_code == 406, response.text
-    message = response.json()["error"]["message"]
-    assert "compressed pixel data" in message
-    assert "transfer-syntax=*" in message
+    source = data_file("SC_rgb_rle_2frame.dcm")
+    result = await ingest(instances, source.read_bytes())
+    response = await client.get(
+        f"{instance_path(result)}/bulkdata/7FE00010", headers={"accept": "application/octet-stream"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.content == pydicom.dcmread(source).pixel_array.astype("<u1").tobytes()
 
 
 # --- frames ---------------------------------------------------------------------------------------
@@ -725,7 +748,7 @@ async def test_one_frame_as_single_part_octet_stream(
     ("frames", "accept"),
     [
         ("1,2", "application/octet-stream"),
-        ("1", "image/jpeg"),
+        ("1", "image/jxl"),
         ("1", f"{MULTIPART_OCTET}; transfer-syntax={JPEG_BASELINE}"),
     ],
 )
@@ -759,13 +782,17 @@ async def test_frames_of_an_instance_without_pixel_data_are_400(
     assert "no Pixel Data" in message
 
 
-async def test_frames_of_a_compressed_instance_are_406_until_decoding(
+async def test_frames_of_a_compressed_instance_are_decoded(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
-    result = await ingest(instances, data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
-    message = not_acceptable(await client.get(f"{instance_path(result)}/frames/1"))
-    assert f"stored compressed as {JPEG_BASELINE}" in message
-    assert "transfer-syntax=*" in message
+    source = data_file("SC_rgb_rle_2frame.dcm")
+    result = await ingest(instances, source.read_bytes())
+    parts = multipart(
+        await client.get(f"{instance_path(result)}/frames/2,1"), "application/octet-stream"
+    )
+    frames = pydicom.dcmread(source).pixel_array
+    assert [body for _, body in parts] == [frames[1].tobytes(), frames[0].tobytes()]
+    assert parts[0][0]["content-type"] == f"application/octet-stream; transfer-syntax={LE}"
 
 
 async def test_frames_shorter_than_promised_are_400_failed_precondition(
@@ -829,20 +856,30 @@ async def test_frames_of_a_large_instance_are_read_by_range(
 
 
 @pytest.mark.parametrize("suffix", ["/rendered", "/frames/1/rendered"])
-@pytest.mark.parametrize("accept", [None, "image/jpeg", "image/png", "*/*"])
-async def test_rendered_is_501_until_rendering_exists(
-    client: httpx.AsyncClient, instances: Instances, suffix: str, accept: str | None
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "image/jpeg"),
+        ("image/jpeg", "image/jpeg"),
+        ("image/png", "image/png"),
+        ("*/*", "image/jpeg"),
+        ("image/png, image/jpeg; q=0.5", "image/png"),
+    ],
+)
+async def test_rendered_is_an_image_of_the_frame(
+    client: httpx.AsyncClient,
+    instances: Instances,
+    suffix: str,
+    accept: str | None,
+    media_type: str,
 ) -> None:
-    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
+    result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1", rows=6, columns=5)))
     headers = {} if accept is None else {"accept": accept}
-    message = error(
-        await client.get(instance_path(result) + suffix, headers=headers), 501, "UNIMPLEMENTED"
-    )
-    method = suffix.replace("/frames/1", ".frames").replace("/rendered", ".retrieveRendered")
-    assert message == (
-        "method healthcare.projects.locations.datasets.dicomStores.studies.series.instances"
-        f"{method} is not implemented by this server"
-    )
+    response = await client.get(instance_path(result) + suffix, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == media_type
+    picture = Image.open(io.BytesIO(response.content))
+    assert (picture.format, picture.size, picture.mode) == (media_type[6:].upper(), (5, 6), "L")
 
 
 async def test_rendered_frame_out_of_range_is_400(

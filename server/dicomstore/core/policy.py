@@ -35,6 +35,8 @@ class DicomWebPolicy:
     """204 (Google: empty body) or 200 (PS3.18: `[]`)."""
     searchable_keys: dict[str, frozenset[str]] | None
     """Per QIDO level ("studies", "series", "instances"); None means every indexed attribute."""
+    rendered_parameters: tuple[str, ...]
+    """Query parameters of WADO-RS rendered resources that are honoured; others are ignored."""
 
 
 GOOGLE = DicomWebPolicy(
@@ -47,6 +49,7 @@ GOOGLE = DicomWebPolicy(
         "series": _GOOGLE_SERIES_KEYS,
         "instances": _GOOGLE_INSTANCE_KEYS,
     },
+    rendered_parameters=("viewport",),
 )
 
 STANDARD = DicomWebPolicy(
@@ -55,6 +58,7 @@ STANDARD = DicomWebPolicy(
     qido_wildcards=True,
     qido_no_match_status=200,
     searchable_keys=None,
+    rendered_parameters=("viewport", "quality", "window"),
 )
 
 POLICIES = {policy.name: policy for policy in (GOOGLE, STANDARD)}

@@ -56,6 +56,9 @@ class FrameLayout:
     samples_per_pixel: int
     bits_allocated: int
     number_of_frames: int
+    subsampled: bool = False
+    """YBR_FULL_422 native data: two luminance samples share one pair of chrominance samples,
+    so a pixel takes two samples, not three (PS3.3 C.7.6.3.1.2)."""
 
     @classmethod
     def of(cls, dataset: Dataset) -> FrameLayout:
@@ -75,11 +78,13 @@ class FrameLayout:
             samples_per_pixel=samples if isinstance(samples, int) and samples > 0 else 1,
             bits_allocated=bits,
             number_of_frames=_number_of_frames(dataset),
+            subsampled=str(dataset.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422",
         )
 
     @property
     def frame_bits(self) -> int:
-        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
+        samples = 2 if self.subsampled and self.samples_per_pixel == 3 else self.samples_per_pixel
+        return self.rows * self.columns * samples * self.bits_allocated
 
     @property
     def frame_bytes(self) -> int:

@@ -123,6 +123,11 @@ class InstanceFile:
             source.close()
             raise
 
+    @property
+    def source(self) -> BinaryIO:
+        """The open file, for values read in place (keep it open while the data set is used)."""
+        return self._source
+
     def close(self) -> None:
         self._source.close()
 

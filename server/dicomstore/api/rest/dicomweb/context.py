@@ -12,6 +12,7 @@ from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
 from dicomstore.core.policy import DicomWebPolicy
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
+from dicomstore.pixel_workers import PixelWorkers
 
 # The store part of every DICOMweb path; Starlette path parameters are one segment each.
 STORE_PATH = (
@@ -26,6 +27,8 @@ class DicomWebContext:
     stores: DicomStores
     policy: DicomWebPolicy
     max_instance_bytes: int
+    pixels: PixelWorkers
+    """Decoding, transcoding and rendering, in worker processes."""
     public_url: str = ""
     """`--public-url`: the base of every absolute URL written; "" builds them from the request."""
 
