@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from tests.e2e.server import external_target, start_server
 from tests.unit.dicom.dicomfiles import data_file
 
@@ -48,6 +50,35 @@ async def test_dicomweb_client_stores_searches_retrieves_and_deletes(app: App) -
         assert metadata[0]["00100010"]["Value"][0]["Alphabetic"] == str(ct.PatientName)
         client.delete_instance(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
         assert client.search_for_studies(search_filters={"PatientID": ct.PatientID}) == []
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_dicomweb_client_renders_transcodes_and_decodes_frames(app: App) -> None:
+    base = f"http://127.0.0.1:{app.http_port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        (await http.post("/v1/projects/p/locations/l/datasets?datasetId=d")).raise_for_status()
+        (await http.post(f"/{PARENT}/dicomStores?dicomStoreId=s")).raise_for_status()
+    client = DICOMwebClient(url=f"{base}/{PARENT}/dicomStores/s/dicomWeb")
+    source = pydicom.dcmread(data_file("SC_rgb_rle_2frame.dcm"))
+    uids = (source.StudyInstanceUID, source.SeriesInstanceUID, source.SOPInstanceUID)
+
+    def scenario() -> None:
+        client.store_instances([source])
+        rendered = client.retrieve_instance_rendered(*uids, media_types=("image/png",))
+        assert Image.open(io.BytesIO(rendered)).size == (source.Columns, source.Rows)
+        frame = client.retrieve_instance_frames_rendered(
+            *uids, frame_numbers=[2], media_types=("image/jpeg",)
+        )
+        assert Image.open(io.BytesIO(frame)).format == "JPEG"
+        # Its default Accept asks for the instance as stored; an explicit syntax transcodes.
+        instance = client.retrieve_instance(
+            *uids, media_types=(("application/dicom", "1.2.840.10008.1.2.1"),)
+        )
+        assert instance.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert (instance.pixel_array == source.pixel_array).all()
+        (frame_two,) = client.retrieve_instance_frames(*uids, frame_numbers=[2])
+        assert frame_two == source.pixel_array[1].tobytes()
 
     await asyncio.to_thread(scenario)
 

@@ -177,7 +177,7 @@ def encode_frame(decoded: Decoded, image: ImagePixels, target: str) -> Encoded:
     except (ValueError, RuntimeError, TypeError) as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines())
         raise _cannot(image, target, reason) from None
-    return Encoded(data, photometric)
+    return Encoded(bytes(data), photometric)  # CharLS answers a bytearray
 
 
 def _j2k_psnr(array: np.ndarray[Any, Any], bits_stored: int) -> float:
