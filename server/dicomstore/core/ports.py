@@ -27,6 +27,8 @@ from dicomstore.core.model import (
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
 from dicomstore.dicom.qido import Match, Query
+from dicomstore.dicom.render import RenderOptions
+from dicomstore.dicom.transcode import Plan
 
 
 class Catalog(Protocol):
@@ -273,6 +275,27 @@ class CloudStorage(Protocol):
         """Create or overwrite the object with the bytes of `source` (from its position)."""
 
     async def close(self) -> None: ...
+
+
+class PixelWork(Protocol):
+    """Decoding, transcoding and rendering of stored instances, given their local path, run
+    away from the event loop (`dicomstore.pixel_workers`). Errors are the core's: an
+    impossible transcode or a bad frame number InvalidArgument, undecodable data or a request
+    over the memory limit FailedPrecondition, a worker lost Unavailable."""
+
+    async def frame(self, path: str, number: int, media: str) -> bytes:
+        """Frame `number` (from 1) as `media` (see `pixel_jobs.frame`)."""
+
+    async def render(self, path: str, number: int, options: RenderOptions) -> bytes: ...
+
+    async def check_transcode(self, paths: list[str], target: str) -> None:
+        """Raise for the first instance that cannot be transcoded to `target`."""
+
+    async def transcode_head(self, path: str, target: str) -> tuple[Plan, bytes]:
+        """The transcoded body up to and including its first piece (`dicom.transcode.head`)."""
+
+    async def transcode_frames(self, path: str, plan: Plan, start: int, stop: int) -> bytes:
+        """Pieces `start` to `stop - 1` of the transcoded Pixel Data."""
 
 
 class BigQueryTable(Protocol):

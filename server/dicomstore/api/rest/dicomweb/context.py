@@ -10,9 +10,9 @@ from starlette.requests import Request
 from dicomstore.core.instances import Instances
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
 from dicomstore.core.policy import DicomWebPolicy
+from dicomstore.core.ports import PixelWork
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
-from dicomstore.pixel_workers import PixelWorkers
 
 # The store part of every DICOMweb path; Starlette path parameters are one segment each.
 STORE_PATH = (
@@ -27,7 +27,7 @@ class DicomWebContext:
     stores: DicomStores
     policy: DicomWebPolicy
     max_instance_bytes: int
-    pixels: PixelWorkers
+    pixels: PixelWork
     """Decoding, transcoding and rendering, in worker processes."""
     public_url: str = ""
     """`--public-url`: the base of every absolute URL written; "" builds them from the request."""

@@ -37,7 +37,7 @@ Google's conformance statement documents 403 for "no access or resource doesn't 
 yet. A malformed bulk data path is 400 INVALID_ARGUMENT.
 
 Bodies stream: stored bytes go from `BlobStore.read` chunks to the socket, transcoded ones
-piece by piece with one job ahead (`pixel_bodies`), bulk data is read range by range off the
+piece by piece with one job ahead (`core.pixels`), bulk data is read range by range off the
 event loop, metadata is encoded in batches, so memory stays bounded whatever the size of the
 study.
 """
@@ -48,14 +48,12 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomstore.api.rest.dicomweb import pixel_bodies
 from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
 from dicomstore.api.rest.dicomweb.negotiation import (
     ANY_TRANSFER_SYNTAX,
@@ -79,6 +77,7 @@ from dicomstore.api.rest.dicomweb.parts import (
     one_part,
     part_head,
 )
+from dicomstore.core import pixels
 from dicomstore.core.errors import NotFound, invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
@@ -180,12 +179,12 @@ class _Wado:
         """
         if not _transcoded(instance, target):
             return await self._blobs.open(instance)
-        path = self._blobs.local_path(instance)
         try:
-            plan, head = await self._pixels.transcode_head(str(path), target)
+            return await pixels.transcoded(
+                self._pixels, str(self._blobs.local_path(instance)), target
+            )
         except FileNotFoundError:
             return None
-        return pixel_bodies.transcoded(self._pixels, path, plan, head)
 
     async def _instance_parts(
         self,
@@ -321,8 +320,7 @@ class _Wado:
         path = str(self._blobs.local_path(instance))
         frames = range(1, instance.number_of_frames + 1)
         length = 0
-        jobs = (partial(self._pixels.frame, path, number, NATIVE) for number in frames)
-        async for frame in pixel_bodies.one_ahead(jobs):
+        async for frame in pixels.frames(self._pixels, path, frames, NATIVE):
             length += len(frame)
             yield frame
         if length % 2:

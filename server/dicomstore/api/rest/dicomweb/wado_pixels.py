@@ -17,21 +17,19 @@ A frame number outside 1..Number of Frames is 400 INVALID_ARGUMENT naming the va
 (item 48), checked before any pixel work; an instance without Pixel Data is 400 too. The first
 frame is produced before the answer starts, so an impossible encoding (JPEG of 16-bit data) is
 a 400 in Google's words, and a media type this server never produces is 406 listing those it
-does. Frames are produced by the pixel workers, one job ahead (`pixel_bodies`).
+does. Frames are produced by the pixel workers, one job ahead (`core.pixels`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomstore.api.rest.dicomweb import pixel_bodies
 from dicomstore.api.rest.dicomweb.context import STORE_PATH, DicomWebContext
 from dicomstore.api.rest.dicomweb.negotiation import (
     ANY_TRANSFER_SYNTAX,
@@ -48,6 +46,7 @@ from dicomstore.api.rest.dicomweb.parts import (
     multipart_media_type,
     part_head,
 )
+from dicomstore.core import pixels
 from dicomstore.core.errors import invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.dicom.multipart import new_boundary
@@ -169,41 +168,12 @@ class _PixelResources:
         if not chosen.multipart:
             return Response(first, media_type=part_type)
         boundary = new_boundary()
+        rest = pixels.frames(self._pixels, path, numbers[1:], media)
         url = self._instance_url(request, instance)
-
-        def jobs() -> Iterator[Callable[[], Awaitable[bytes]]]:
-            for number in numbers[1:]:
-                yield partial(self._pixels.frame, path, number, media)
-
         return StreamingResponse(
-            self._frame_parts(first, jobs(), numbers, boundary, part_type, url),
+            _frame_parts(numbers, first, rest, boundary, part_type, url),
             media_type=multipart_media_type(chosen.part_type, boundary),
         )
-
-    @staticmethod
-    async def _frame_parts(
-        first: bytes,
-        jobs: Iterator[Callable[[], Awaitable[bytes]]],
-        numbers: Sequence[int],
-        boundary: str,
-        part_type: str,
-        url: str,
-    ) -> AsyncIterator[bytes]:
-        async def frames() -> AsyncIterator[bytes]:
-            yield first
-            async for frame in pixel_bodies.one_ahead(jobs):
-                yield frame
-
-        index = 0
-        async for frame in frames():
-            yield part_head(
-                boundary,
-                {"Content-Type": part_type, "Content-Location": f"{url}/frames/{numbers[index]}"},
-            )
-            yield frame
-            yield CRLF
-            index += 1
-        yield close_delimiter(boundary)
 
     # --- rendered -------------------------------------------------------------------------------
 
@@ -236,6 +206,29 @@ class _PixelResources:
             except ValueError as exc:
                 raise invalid(name, str(exc)) from None
         return RenderOptions(media_type=media_type, **values)  # type: ignore[arg-type]
+
+
+async def _frame_parts(
+    numbers: Sequence[int],
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    boundary: str,
+    part_type: str,
+    url: str,
+) -> AsyncIterator[bytes]:
+    """One part per frame: `first`, then `rest`, numbered by `numbers`."""
+    number = iter(numbers)
+    frame = first
+    while True:
+        headers = {"Content-Type": part_type, "Content-Location": f"{url}/frames/{next(number)}"}
+        yield part_head(boundary, headers)
+        yield frame
+        yield CRLF
+        try:
+            frame = await anext(rest)
+        except StopAsyncIteration:
+            break
+    yield close_delimiter(boundary)
 
 
 def routes(context: DicomWebContext) -> list[BaseRoute]:
