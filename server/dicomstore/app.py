@@ -146,7 +146,7 @@ class App:
             max_instance_bytes=settings.max_instance_bytes,
             concurrency=settings.import_concurrency,
         )
-        exports = Exports(self.catalog, operations, self.blobs, self.storage, tables)
+        exports = Exports(self.catalog, operations, self.blobs, self.storage, tables, self.pixels)
         await operations.resume()
 
         services = [

@@ -20,18 +20,21 @@ from pathlib import Path
 from typing import Final
 
 from dicomstore.dicom import transcode
-from dicomstore.dicom.pixel_encode import encode_frame, encode_png, native_bytes
-from dicomstore.dicom.pixel_source import PixelSource
+from dicomstore.dicom.pixel_encode import (
+    NATIVE_FRAME,
+    PNG_FRAME,
+    STORED_FRAME,
+    encode_frame,
+    encode_png,
+    native_bytes,
+)
+from dicomstore.dicom.pixel_source import NoPixelData, PixelSource
 from dicomstore.dicom.render import RenderOptions, render_frame
 
 #: Opened instances a worker keeps.
 CACHED_SOURCES: Final = 4
 #: Working copies of a frame that rendering holds at once (float values, 8-bit output, image).
 RENDER_COPIES: Final = 4
-#: `frame` media: native little endian, or PNG; any other value is a transfer syntax UID.
-NATIVE: Final = ""
-PNG: Final = "png"
-STORED: Final = "*"
 
 _Key = tuple[str, int, int]
 # One cache per worker process (built after the worker starts, never shared with the server).
@@ -80,16 +83,18 @@ def render(path: str, number: int, options: RenderOptions, memory_limit: int) ->
 
 
 def frame(path: str, number: int, media: str, memory_limit: int) -> bytes:
-    """Frame `number` as `media`: NATIVE, PNG, STORED or a transfer syntax UID."""
+    """Frame `number` as `media`: a `pixel_encode` *_FRAME value or a transfer syntax UID."""
     source = _source(path, memory_limit)
-    if media == STORED or (media == source.image.transfer_syntax and source.image.encapsulated):
+    if media == STORED_FRAME or (
+        media == source.image.transfer_syntax and source.image.encapsulated
+    ):
         return source.stored_frame(number)
-    if media == NATIVE and not source.image.encapsulated:
+    if media == NATIVE_FRAME and not source.image.encapsulated:
         return source.stored_frame(number)
     decoded = source.decode(number)
-    if media == NATIVE:
+    if media == NATIVE_FRAME:
         return native_bytes(decoded, source.image)
-    if media == PNG:
+    if media == PNG_FRAME:
         return encode_png(decoded, source.image)
     return encode_frame(decoded, source.image, media).data
 
@@ -97,11 +102,19 @@ def frame(path: str, number: int, media: str, memory_limit: int) -> bytes:
 def check_transcode(paths: list[str], target: str, memory_limit: int) -> None:
     """Raise for the first of `paths` that cannot be transcoded to `target`."""
     for path in paths:
-        transcode.plan(_source(path, memory_limit), target)
+        try:
+            source = _source(path, memory_limit)
+        except NoPixelData:
+            continue  # only the data set's encoding changes
+        transcode.plan(source, target)
 
 
 def transcode_head(path: str, target: str, memory_limit: int) -> tuple[transcode.Plan, bytes]:
-    return transcode.head(_source(path, memory_limit), path, target)
+    try:
+        source = _source(path, memory_limit)
+    except NoPixelData:
+        return transcode.header_only(path, target)
+    return transcode.head(source, path, target)
 
 
 def transcode_frames(

@@ -3,12 +3,15 @@ server: object names, bytes, overwrite, filter files, MIME types, failures."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import grpc
+import pydicom
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from PIL import Image
 
 from dicomstore.app import App
 from tests.grpc.transfers import finished, generated, metadata, stow
@@ -18,6 +21,7 @@ Stub = dicom_pb2_grpc.DicomServiceStub
 Operations = operations_pb2_grpc.OperationsStub
 STUDY = "1.2.826.0.1.8"
 SERIES = (f"{STUDY}.1", f"{STUDY}.2")
+CT = pydicom.dcmread(data_file("CT_small.dcm"))
 
 
 def instance(series: str, number: int) -> bytes:
@@ -141,26 +145,57 @@ async def test_a_malformed_filter_line_is_named_and_nothing_is_exported(
     assert exported(root) == {}
 
 
-async def test_a_mime_type_that_needs_transcoding_fails_each_instance_saying_why(
+async def test_a_dicom_mime_type_transcodes_each_instance_or_fails_it_saying_why(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
     root = bucket(app)
-    mime = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
-    operation = await export(dicom, operations, store, "gs://out/j", mime_type=mime)
-    assert counter(operation) == (0, 5)
-    assert "5 of 5 instances failed" in operation.error.message
+    jpeg = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+    operation = await export(dicom, operations, store, "gs://out/j", mime_type=jpeg)
+    assert counter(operation) == (4, 1)  # CT_small's 16-bit pixels cannot be JPEG Baseline
     (detail,) = operation.error.details
     errors = dicom_pb2.ExportDicomDataErrorDetails()
     assert detail.Unpack(errors)
-    sample = errors.sample_errors[0]
-    assert sample.resource.startswith(f"studies/{STUDY}/series/")
-    assert sample.error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    assert "transcoding" in sample.error.message
-    assert exported(root) == {}
-    same = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
-    kept = await export(dicom, operations, store, "gs://out/k", mime_type=same)
-    assert counter(kept) == (5, 0)  # every instance is stored in that syntax
-    assert len(exported(root)) == 5
+    (sample,) = errors.sample_errors
+    assert sample.resource.endswith(f"/instances/{CT.SOPInstanceUID}")
+    assert sample.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "cannot be transcoded" in sample.error.message
+    written = exported(root)
+    assert len(written) == 4
+    for body in written.values():
+        assert pydicom.dcmread(io.BytesIO(body)).file_meta.TransferSyntaxUID == jpeg[-22:]
+    j2k = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90"
+    operation = await export(dicom, operations, store, "gs://out/k", mime_type=j2k)
+    assert counter(operation) == (5, 0)
+    ct = exported(root)[f"k/{CT.StudyInstanceUID}/{CT.SeriesInstanceUID}/{CT.SOPInstanceUID}.dcm"]
+    assert (pydicom.dcmread(io.BytesIO(ct)).pixel_array == CT.pixel_array).all()
+
+
+@pytest.mark.parametrize(
+    ("mime", "extension"),
+    [
+        ("image/png", ".png"),
+        ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", ".jpg"),
+        ("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1", ""),
+    ],
+)
+async def test_a_frame_mime_type_writes_a_file_per_frame(
+    app: App, dicom: Stub, operations: Operations, store: str, mime: str, extension: str
+) -> None:
+    root = bucket(app)
+    rgb = pydicom.dcmread(data_file("SC_rgb_rle_2frame.dcm"))
+    await stow(app, store, data_file("SC_rgb_rle_2frame.dcm").read_bytes())
+    operation = await export(dicom, operations, store, "gs://out/f", mime_type=mime)
+    assert counter(operation) == (2, 4)  # the four generated instances have no Pixel Data
+    ct = f"f/{CT.StudyInstanceUID}/{CT.SeriesInstanceUID}/{CT.SOPInstanceUID}{extension}"
+    frames = f"f/{rgb.StudyInstanceUID}/{rgb.SeriesInstanceUID}/{rgb.SOPInstanceUID}"
+    written = exported(root)
+    assert set(written) == {ct, f"{frames}/1{extension}", f"{frames}/2{extension}"}
+    if extension:
+        picture = Image.open(io.BytesIO(written[f"{frames}/2{extension}"]))
+        assert (picture.size, picture.mode) == ((rgb.Columns, rgb.Rows), "RGB")
+    else:
+        assert written[ct] == CT.pixel_array.astype("<i2").tobytes()
+        assert written[f"{frames}/2"] == rgb.pixel_array[1].tobytes()
 
 
 async def test_export_to_a_missing_bucket_ends_not_found(

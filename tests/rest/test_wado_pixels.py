@@ -49,7 +49,7 @@ from tests.rest.test_wado import (
     multipart,
     not_acceptable,
 )
-from tests.unit.dicom.dicomfiles import data_file, part10
+from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 
 @pytest.fixture
@@ -145,6 +145,20 @@ async def test_syntax_never_produced_is_406_listing_those_that_are(
     message = not_acceptable(await client.get(instance_path(result), headers={"accept": accept}))
     for syntax in (ExplicitVRLittleEndian, JPEG2000, RLELossless, JPEGLSLossless):
         assert f"{MULTIPART_DICOM}; transfer-syntax={syntax}" in message
+
+
+async def test_instance_without_pixel_data_is_rewritten_in_the_syntax_asked(
+    client: httpx.AsyncClient, instances: Instances
+) -> None:
+    report = new_instance(SOPInstanceUID="1.2.826.0.1.3.1.9", StudyInstanceUID="1.2.826.0.1.3")
+    report.PatientName = "Report^Only"
+    result = await ingest(instances, part10(report, "1.2.840.10008.1.2"))
+    ((headers, body),) = multipart(await client.get(instance_path(result)), "application/dicom")
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    out = pydicom.dcmread(io.BytesIO(body))
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (out.SOPInstanceUID, out.PatientName) == (report.SOPInstanceUID, "Report^Only")
+    assert "PixelData" not in out
 
 
 # --- frames ---------------------------------------------------------------------------------------

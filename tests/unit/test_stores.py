@@ -35,6 +35,7 @@ from dicomstore.core.stores import DicomStores
 from dicomstore.core.uris import GcsUri, parse_gcs_uri, parse_import_source
 from dicomstore.destinations.bigquery import bigquery_tables
 from dicomstore.destinations.gcs_local import LocalCloudStorage
+from dicomstore.pixel_workers import PixelWorkers
 
 KEY = b"k" * 32
 LOCATION = LocationName("test-project", "us-central1")
@@ -677,7 +678,8 @@ async def exports(
 ) -> Exports:
     await stores.create(DATASET, "a", DicomStoreConfig())
     storage = LocalCloudStorage(tmp_path / "gcs")
-    return Exports(catalog, operations, blobs, storage, bigquery_tables(tmp_path, None))
+    pixels = PixelWorkers(processes=1, memory_limit=1 << 28)  # started only if used
+    return Exports(catalog, operations, blobs, storage, bigquery_tables(tmp_path, None), pixels)
 
 
 async def operation_names(operations: Operations) -> list[str]:

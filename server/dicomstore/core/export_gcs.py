@@ -2,29 +2,45 @@
 object `{uriPrefix}/{study}/{series}/{instance}.dcm`, overwriting one already there.
 
 Reference: GcsDestination in Google's RPC reference and its Cloud Storage export how-to
-(docs/cloud-storage.md). A slash is appended to a
-prefix without one. With no `mimeType` (or `application/dicom; transfer-syntax=*`, or the
-transfer syntax an instance is stored in) the stored bytes are written; any other MIME type
-needs a transcoder this build lacks, so each instance fails with that reason, never a fake
-success. Instances are written `UPLOADS` at a time; after each group the counter moves, the
-group's failures go to the operation's log, and a cancellation is honoured. A fault of the
-destination itself (no such bucket, permission denied, unreachable) ends the operation.
+(docs/cloud-storage.md). A slash is appended to a prefix without one. With no `mimeType` (or
+`application/dicom; transfer-syntax=*`, or the transfer syntax an instance is stored in) the
+stored bytes are written. Otherwise the pixel workers make what the MIME type names, as WADO-RS
+would answer it:
+- `application/dicom; transfer-syntax=X`: the instance transcoded to X, `{instance}.dcm`;
+- `application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1` (native, decoded) or `=*`
+  (as stored): the Pixel Data frame by frame, no extension;
+- `image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50` and `image/png`: each frame rendered
+  (a "consumer" image), `.jpg` / `.png`.
+Frame by frame means `{instance}` for a single frame, `{instance}/{n}` for each frame of a
+multi-frame instance. An instance that cannot be made so (no Pixel Data, an impossible
+transcode) fails alone with the reason, never a fake success.
+
+Instances are written `UPLOADS` at a time; after each group the counter moves, the group's
+failures go to the operation's log, and a cancellation is honoured. A fault of the destination
+itself (no such bucket, permission denied, unreachable) ends the operation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO, Final
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from pathlib import Path
+from typing import BinaryIO, Final, TypeVar
 
+from dicomstore.core import pixels
 from dicomstore.core.errors import Code, DicomStoreError
 from dicomstore.core.model import OperationLogEntry, ProgressCounter, StoredInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext
-from dicomstore.core.ports import BlobStore, Catalog, CloudStorage
+from dicomstore.core.ports import BlobStore, Catalog, CloudStorage, PixelWork
 from dicomstore.core.resource_paths import ResourcePath, parse_resource_paths
 from dicomstore.core.uris import GcsUri, parse_gcs_uri
+from dicomstore.dicom.pixel_encode import NATIVE_FRAME, STORED_FRAME
+from dicomstore.dicom.render import RenderOptions
+
+T = TypeVar("T")
 
 #: Instances listed, written and counted together.
 GROUP: Final = 64
@@ -33,6 +49,12 @@ UPLOADS: Final = 8
 #: The largest filter file read (it is parsed whole, before anything is exported).
 MAX_FILTER_BYTES: Final = 64 << 20
 STORED_BYTES: Final = frozenset({"", "application/dicom; transfer-syntax=*"})
+DICOM: Final = "application/dicom"
+OCTET_STREAM: Final = "application/octet-stream"
+#: The object name's extension of each per-frame MIME type (GcsDestination.mime_type).
+FRAME_EXTENSIONS: Final = {OCTET_STREAM: "", "image/jpeg": ".jpg", "image/png": ".png"}
+#: Bytes of a transcoded instance held in memory before its spool file goes to disk.
+SPOOL_BYTES: Final = 8 << 20
 #: Faults of the destination that no other instance would escape: they end the operation.
 DESTINATION_FAULTS: Final = frozenset(
     {Code.NOT_FOUND, Code.FAILED_PRECONDITION, Code.UNAVAILABLE, Code.PERMISSION_DENIED}
@@ -52,12 +74,14 @@ class GcsExport:
         catalog: Catalog,
         blobs: BlobStore,
         storage: CloudStorage,
+        pixels: PixelWork,
         context: JobContext,
         store: DicomStoreName,
     ) -> None:
         self._catalog = catalog
         self._blobs = blobs
         self._storage = storage
+        self._pixels = pixels
         self._context = context
         self._store = store
         args = context.args
@@ -124,6 +148,8 @@ class GcsExport:
         async with self._uploads:
             try:
                 await self._export(instance)
+            except _InstanceFailed as exc:
+                return OperationLogEntry(instance_path(instance), exc.code, exc.message)
             except DicomStoreError as exc:
                 if exc.code in DESTINATION_FAULTS and not isinstance(exc, _InstanceGone):
                     raise
@@ -131,31 +157,71 @@ class GcsExport:
         return None
 
     async def _export(self, instance: StoredInstance) -> None:
-        mime = self._mime_type
-        wanted = mime.partition("transfer-syntax=")[2]
-        if mime not in STORED_BYTES and not (
-            mime.startswith("application/dicom;") and wanted == instance.transfer_syntax_uid
-        ):
-            raise _NotTranscoded(
-                f"exporting as {mime!r} needs transcoding from transfer syntax"
-                f" {instance.transfer_syntax_uid}, which this dicomstore cannot do yet;"
-                " export without mimeType to get the stored bytes"
-            )
+        kind, _, syntax = self._mime_type.partition("; transfer-syntax=")
         name = (
             f"{self._destination.object}{instance.study_uid}/{instance.series_uid}"
-            f"/{instance.sop_uid}.dcm"
+            f"/{instance.sop_uid}"
         )
         path = self._blobs.local_path(instance.key.store_key, instance.key.instance_key)
         try:
-            source: BinaryIO = await asyncio.to_thread(path.open, "rb")
+            as_stored = kind == DICOM and syntax == instance.transfer_syntax_uid
+            if self._mime_type in STORED_BYTES or as_stored:
+                await self._upload_file(path, f"{name}.dcm")
+            elif kind == DICOM:
+                await self._upload_transcoded(str(path), syntax, f"{name}.dcm")
+            else:
+                await self._upload_frames(instance, str(path), kind, syntax, name)
         except FileNotFoundError as exc:
             raise _InstanceGone(f"{instance_path(instance)} was deleted during the export") from exc
+
+    async def _upload_file(self, path: Path, name: str) -> None:
+        source: BinaryIO = await asyncio.to_thread(path.open, "rb")
         with source:
-            await self._storage.upload(self._destination.bucket, name, source, "application/dicom")
+            await self._storage.upload(self._destination.bucket, name, source, DICOM)
+
+    async def _upload_transcoded(self, path: str, syntax: str, name: str) -> None:
+        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+            async for piece in await _instance_work(pixels.transcoded(self._pixels, path, syntax)):
+                await asyncio.to_thread(spool.write, piece)
+            spool.seek(0)
+            await self._storage.upload(self._destination.bucket, name, spool, DICOM)  # type: ignore[arg-type]
+
+    async def _upload_frames(
+        self, instance: StoredInstance, path: str, kind: str, syntax: str, name: str
+    ) -> None:
+        frames = instance.number_of_frames
+        if frames == 0:
+            raise _InstanceFailed(
+                Code.INVALID_ARGUMENT, f"{instance_path(instance)} has no Pixel Data"
+            )
+        extension = FRAME_EXTENSIONS[kind]
+        for number in range(1, frames + 1):
+            if kind == OCTET_STREAM:
+                media = STORED_FRAME if syntax == "*" else NATIVE_FRAME
+                data = await _instance_work(self._pixels.frame(path, number, media))
+            else:
+                data = await _instance_work(self._pixels.render(path, number, RenderOptions(kind)))
+            object_name = f"{name}/{number}{extension}" if frames > 1 else f"{name}{extension}"
+            await self._storage.upload(
+                self._destination.bucket, object_name, io.BytesIO(data), kind
+            )
 
 
-class _NotTranscoded(DicomStoreError):
-    code = Code.UNIMPLEMENTED
+async def _instance_work(work: Awaitable[T]) -> T:
+    """Pixel work whose errors, whatever their code, are this instance's failure alone."""
+    try:
+        return await work
+    except DicomStoreError as exc:
+        raise _InstanceFailed(exc.code, exc.message) from None
+
+
+class _InstanceFailed(Exception):
+    """This instance could not be exported; others may be."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class _InstanceGone(DicomStoreError):

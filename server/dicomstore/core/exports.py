@@ -26,7 +26,7 @@ from dicomstore.core.model import (
 )
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext, Operations
-from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog, CloudStorage
+from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog, CloudStorage, PixelWork
 from dicomstore.core.uris import parse_gcs_uri
 from dicomstore.core.validation import BigQueryTableName
 
@@ -89,7 +89,9 @@ class Exports:
         blobs: BlobStore,
         storage: CloudStorage,
         tables: Callable[[BigQueryTableName], BigQueryTable],
+        pixels: PixelWork,
     ) -> None:
+        self._pixels = pixels
         self._catalog = catalog
         self._operations = operations
         self._blobs = blobs
@@ -143,7 +145,7 @@ class Exports:
         if "table_uri" in context.args:
             await export_to_bigquery(self._catalog, self._tables, context, store)
             return RESPONSE
-        export = GcsExport(self._catalog, self._blobs, self._storage, context, store)
+        export = GcsExport(self._catalog, self._blobs, self._storage, self._pixels, context, store)
         await export.run()
         if export.failure:
             return context.item_errors(export.failure, export.total, "instances", ERROR_DETAILS)

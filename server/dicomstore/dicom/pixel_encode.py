@@ -71,6 +71,12 @@ FRAME_MEDIA_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     PNG: ("",),
 }
 
+#: How a frame is asked of the pixel workers, besides a transfer syntax UID of PRODUCIBLE:
+#: native little endian (decoded when stored compressed), as stored, or a lossless PNG.
+NATIVE_FRAME: Final = ""
+STORED_FRAME: Final = "*"
+PNG_FRAME: Final = "png"
+
 #: JPEG Baseline quality of transcoded data (libjpeg's scale; 90 keeps diagnostic detail).
 JPEG_QUALITY: Final = 90
 #: Target PSNR (dB) of lossy JPEG 2000 output, over the frame's own range of values.

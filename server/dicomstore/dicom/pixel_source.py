@@ -48,6 +48,10 @@ class PixelDataError(ValueError):
     """The Pixel Data cannot be read or decoded; the message says why."""
 
 
+class NoPixelData(PixelDataError):
+    """The instance has no Pixel Data at all."""
+
+
 @dataclass(frozen=True)
 class ImagePixels:
     """What the Image Pixel module says of the stored Pixel Data (PS3.3 C.7.6.3)."""
@@ -182,7 +186,7 @@ def _image_pixels(file: InstanceFile) -> ImagePixels:
     dataset = file.dataset
     tags = [tag for tag in (_PIXEL_DATA, *sorted(_FLOAT_PIXEL_DATA)) if tag in dataset]
     if not tags:
-        raise PixelDataError("the instance has no Pixel Data")
+        raise NoPixelData("the instance has no Pixel Data")
     try:
         layout = FrameLayout.of(dataset)
     except FrameError as exc:

@@ -103,7 +103,7 @@ def frames(source: PixelSource, transcoding: Plan, start: int, stop: int) -> byt
 
 
 def tail(transcoding: Plan) -> bytes:
-    if transcoding.target in NATIVE_OUTPUTS:
+    if transcoding.target in NATIVE_OUTPUTS or not transcoding.frames:
         return b"\x00" if transcoding.pixel_bytes % 2 else b""
     return _SEQUENCE_DELIMITER
 
@@ -123,7 +123,21 @@ def _piece(source: PixelSource, transcoding: Plan, number: int) -> tuple[bytes, 
     return struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data, encoded.photometric
 
 
+def header_only(path: str, target: str) -> tuple[Plan, bytes]:
+    """An instance without Pixel Data (a report, a presentation state) in `target`: only the
+    data set's encoding and the File Meta Information change."""
+    transcoding = Plan(target, frames=0, copy=True, pixel_bytes=0)
+    return transcoding, _data_set(path, target, None)
+
+
 def _header(source: PixelSource, path: str, transcoding: Plan, photometric: str) -> bytes:
+    recoded = None if transcoding.copy else (photometric, source.image.samples_per_pixel)
+    return _data_set(path, transcoding.target, recoded) + _pixel_data_header(source, transcoding)
+
+
+def _data_set(path: str, target: str, recoded: tuple[str, int] | None) -> bytes:
+    """The file up to Pixel Data in `target`; `recoded`: the photometric and samples per pixel
+    of re-encoded pixels, None when they are copied."""
     dataset = dcmread(path, stop_before_pixels=True, force=False)
     big_endian = dataset.original_encoding[1] is False
     for element in dataset.iterall():  # converts every raw element, so each has its VR
@@ -133,17 +147,16 @@ def _header(source: PixelSource, path: str, transcoding: Plan, photometric: str)
     for tag in _FLOAT_PIXEL_DATA:  # before Pixel Data, so read with the header
         if tag in dataset:
             del dataset[tag]
-    target = transcoding.target
     dataset.file_meta.TransferSyntaxUID = UID(target)
-    if not transcoding.copy:
+    if recoded is not None:
         for keyword in _DROPPED:
             if keyword in dataset:
                 delattr(dataset, keyword)
-        dataset.PhotometricInterpretation = photometric
-        if source.image.samples_per_pixel > 1:
+        dataset.PhotometricInterpretation, samples = recoded
+        if samples > 1:
             dataset.PlanarConfiguration = 0
     method = LOSSY_METHODS.get(target)
-    if method is not None:
+    if method is not None and recoded is not None:
         dataset.LossyImageCompression = "01"
         methods = dataset.get("LossyImageCompressionMethod") or []
         dataset.LossyImageCompressionMethod = [*_strings(methods), method]
@@ -156,7 +169,7 @@ def _header(source: PixelSource, path: str, transcoding: Plan, photometric: str)
         little_endian=True,
         enforce_file_format=True,
     )
-    return out.getvalue() + _pixel_data_header(source, transcoding)
+    return out.getvalue()
 
 
 def _pixel_data_header(source: PixelSource, transcoding: Plan) -> bytes:

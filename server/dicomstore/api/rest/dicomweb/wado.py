@@ -83,9 +83,8 @@ from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.dicomjson import EncapsulatedPixelData, iter_tag_paths
 from dicomstore.dicom.multipart import new_boundary
-from dicomstore.dicom.pixel_encode import NATIVE_OUTPUTS, PRODUCIBLE
+from dicomstore.dicom.pixel_encode import NATIVE_FRAME, NATIVE_OUTPUTS, PRODUCIBLE
 from dicomstore.dicom.values import InstanceFile, StoredValue
-from dicomstore.pixel_jobs import NATIVE
 
 #: Instances whose metadata is read and encoded at a time.
 METADATA_BATCH: Final = 100
@@ -320,7 +319,7 @@ class _Wado:
         path = str(self._blobs.local_path(instance))
         frames = range(1, instance.number_of_frames + 1)
         length = 0
-        async for frame in pixels.frames(self._pixels, path, frames, NATIVE):
+        async for frame in pixels.frames(self._pixels, path, frames, NATIVE_FRAME):
             length += len(frame)
             yield frame
         if length % 2:

@@ -50,15 +50,19 @@ from dicomstore.core import pixels
 from dicomstore.core.errors import invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.dicom.multipart import new_boundary
-from dicomstore.dicom.pixel_encode import FRAME_MEDIA_TYPES, PNG
+from dicomstore.dicom.pixel_encode import (
+    FRAME_MEDIA_TYPES,
+    NATIVE_FRAME,
+    PNG,
+    PNG_FRAME,
+    STORED_FRAME,
+)
 from dicomstore.dicom.render import (
     RenderOptions,
     parse_quality,
     parse_viewport,
     parse_window,
 )
-from dicomstore.pixel_jobs import NATIVE, STORED
-from dicomstore.pixel_jobs import PNG as PNG_JOB
 
 JPEG: Final = "image/jpeg"
 _FRAME_NUMBER = re.compile(r"[0-9]{1,9}")
@@ -116,9 +120,9 @@ def _default_frame_syntax(part_type: str) -> str:
 
 def _job_media(offer: Offer) -> str:
     if offer.part_type == PNG:
-        return PNG_JOB
+        return PNG_FRAME
     if offer.part_type == OCTET_STREAM:
-        return STORED if offer.transfer_syntax == ANY_TRANSFER_SYNTAX else NATIVE
+        return STORED_FRAME if offer.transfer_syntax == ANY_TRANSFER_SYNTAX else NATIVE_FRAME
     return offer.transfer_syntax
 
 
