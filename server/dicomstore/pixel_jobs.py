@@ -99,6 +99,13 @@ def frame(path: str, number: int, media: str, memory_limit: int) -> bytes:
     return encode_frame(decoded, source.image, media).data
 
 
+def stored_frame(path: str, number: int) -> bytes:
+    """Frame `number` as stored, from a fresh open (this runs in a server thread, not a
+    worker, where the cache would be shared state)."""
+    with PixelSource.open(Path(path)) as source:
+        return source.stored_frame(number)
+
+
 def check_transcode(paths: list[str], target: str, memory_limit: int) -> None:
     """Raise for the first of `paths` that cannot be transcoded to `target`."""
     for path in paths:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 from dicomstore import pixel_jobs
 from dicomstore.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from dicomstore.dicom import transcode
-from dicomstore.dicom.frames import FrameError
-from dicomstore.dicom.pixel_encode import CannotTranscode
+from dicomstore.dicom.frames import NATIVE_TRANSFER_SYNTAXES, FrameError
+from dicomstore.dicom.pixel_encode import NATIVE_FRAME, STORED_FRAME, CannotTranscode
 from dicomstore.dicom.pixel_source import PixelDataError
 from dicomstore.dicom.render import RenderError, RenderOptions
 
@@ -62,20 +62,12 @@ class PixelWorkers:
         """Run `job(*args)` in a worker; its errors come back mapped to the core's."""
         pool = self._executor()
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, job, *args)
+            return await _mapped(asyncio.get_running_loop().run_in_executor(pool, job, *args))
         except BrokenProcessPool:
             self._replace(pool)
             raise Unavailable(
                 "a pixel worker process died while working on this request; retry it"
             ) from None
-        except CannotTranscode as exc:
-            raise InvalidArgument(str(exc)) from None
-        except FrameError as exc:
-            raise InvalidArgument(f"frames: {exc}", field="frames") from None
-        except RenderError as exc:
-            raise FailedPrecondition(f"the frame cannot be rendered: {exc}") from None
-        except (PixelDataError, pixel_jobs.OverMemoryLimit) as exc:
-            raise FailedPrecondition(str(exc)) from None
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
@@ -94,7 +86,13 @@ class PixelWorkers:
     async def render(self, path: str, number: int, options: RenderOptions) -> bytes:
         return await self.run(pixel_jobs.render, path, number, options, self.memory_limit)
 
-    async def frame(self, path: str, number: int, media: str) -> bytes:
+    async def frame(self, path: str, number: int, media: str, stored_syntax: str = "") -> bytes:
+        """Frame `number` as `media`. Given the instance's `stored_syntax`, a frame wanted as
+        stored is read in a thread rather than a worker: it needs no codec, and a worker would
+        only add two copies through a pipe."""
+        as_stored = media == STORED_FRAME or media == stored_syntax != ""
+        if as_stored or (media == NATIVE_FRAME and stored_syntax in NATIVE_TRANSFER_SYNTAXES):
+            return await _mapped(asyncio.to_thread(pixel_jobs.stored_frame, path, number))
         return await self.run(pixel_jobs.frame, path, number, media, self.memory_limit)
 
     async def check_transcode(self, paths: list[str], target: str) -> None:
@@ -109,3 +107,17 @@ class PixelWorkers:
         return await self.run(
             pixel_jobs.transcode_frames, path, plan, start, stop, self.memory_limit
         )
+
+
+async def _mapped(work: Awaitable[T]) -> T:
+    """`work`, its codec and frame errors mapped to the core's."""
+    try:
+        return await work
+    except CannotTranscode as exc:
+        raise InvalidArgument(str(exc)) from None
+    except FrameError as exc:
+        raise InvalidArgument(f"frames: {exc}", field="frames") from None
+    except RenderError as exc:
+        raise FailedPrecondition(f"the frame cannot be rendered: {exc}") from None
+    except (PixelDataError, pixel_jobs.OverMemoryLimit) as exc:
+        raise FailedPrecondition(str(exc)) from None

@@ -58,6 +58,8 @@ async def _transcoded_body(
     yield transcode.tail(plan)
 
 
-def frames(work: PixelWork, path: str, numbers: Iterable[int], media: str) -> AsyncIterator[bytes]:
-    """Frames `numbers` of the instance at `path`, each as `media`."""
-    return one_ahead(partial(work.frame, path, number, media) for number in numbers)
+def frames(
+    work: PixelWork, path: str, numbers: Iterable[int], media: str, stored_syntax: str = ""
+) -> AsyncIterator[bytes]:
+    """Frames `numbers` of the instance at `path` (stored in `stored_syntax`), each as `media`."""
+    return one_ahead(partial(work.frame, path, number, media, stored_syntax) for number in numbers)

@@ -283,8 +283,9 @@ class PixelWork(Protocol):
     impossible transcode or a bad frame number InvalidArgument, undecodable data or a request
     over the memory limit FailedPrecondition, a worker lost Unavailable."""
 
-    async def frame(self, path: str, number: int, media: str) -> bytes:
-        """Frame `number` (from 1) as `media` (see `pixel_jobs.frame`)."""
+    async def frame(self, path: str, number: int, media: str, stored_syntax: str = "") -> bytes:
+        """Frame `number` (from 1) as `media` (see `pixel_jobs.frame`); `stored_syntax`, the
+        instance's, when known."""
 
     async def render(self, path: str, number: int, options: RenderOptions) -> bytes: ...
 

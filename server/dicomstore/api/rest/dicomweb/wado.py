@@ -319,7 +319,9 @@ class _Wado:
         path = str(self._blobs.local_path(instance))
         frames = range(1, instance.number_of_frames + 1)
         length = 0
-        async for frame in pixels.frames(self._pixels, path, frames, NATIVE_FRAME):
+        async for frame in pixels.frames(
+            self._pixels, path, frames, NATIVE_FRAME, instance.transfer_syntax_uid
+        ):
             length += len(frame)
             yield frame
         if length % 2:

@@ -167,12 +167,13 @@ class _PixelResources:
             raise not_acceptable(request, offers)
         path = str(self._context.instances.local_path(instance))
         media = _job_media(chosen)
-        first = await self._pixels.frame(path, numbers[0], media)
+        stored = instance.transfer_syntax_uid
+        first = await self._pixels.frame(path, numbers[0], media, stored)
         part_type = _part_type(chosen, instance)
         if not chosen.multipart:
             return Response(first, media_type=part_type)
         boundary = new_boundary()
-        rest = pixels.frames(self._pixels, path, numbers[1:], media)
+        rest = pixels.frames(self._pixels, path, numbers[1:], media, stored)
         url = self._instance_url(request, instance)
         return StreamingResponse(
             _frame_parts(numbers, first, rest, boundary, part_type, url),
