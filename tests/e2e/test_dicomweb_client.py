@@ -26,11 +26,8 @@ needs_process = pytest.mark.skipif(
 
 
 async def test_dicomweb_client_stores_searches_retrieves_and_deletes(app: App) -> None:
-    base = f"http://127.0.0.1:{app.http_port}"
-    async with httpx.AsyncClient(base_url=base) as http:
-        (await http.post("/v1/projects/p/locations/l/datasets?datasetId=d")).raise_for_status()
-        (await http.post(f"/{PARENT}/dicomStores?dicomStoreId=s")).raise_for_status()
-    client = DICOMwebClient(url=f"{base}/{PARENT}/dicomStores/s/dicomWeb")
+    url = await asyncio.to_thread(create_store, f"http://127.0.0.1:{app.http_port}")
+    client = DICOMwebClient(url=url)
     datasets = [pydicom.dcmread(data_file(name)) for name in ("CT_small.dcm", "MR_small.dcm")]
 
     def scenario() -> None:
@@ -55,11 +52,8 @@ async def test_dicomweb_client_stores_searches_retrieves_and_deletes(app: App) -
 
 
 async def test_dicomweb_client_renders_transcodes_and_decodes_frames(app: App) -> None:
-    base = f"http://127.0.0.1:{app.http_port}"
-    async with httpx.AsyncClient(base_url=base) as http:
-        (await http.post("/v1/projects/p/locations/l/datasets?datasetId=d")).raise_for_status()
-        (await http.post(f"/{PARENT}/dicomStores?dicomStoreId=s")).raise_for_status()
-    client = DICOMwebClient(url=f"{base}/{PARENT}/dicomStores/s/dicomWeb")
+    url = await asyncio.to_thread(create_store, f"http://127.0.0.1:{app.http_port}")
+    client = DICOMwebClient(url=url)
     source = pydicom.dcmread(data_file("SC_rgb_rle_2frame.dcm"))
     uids = (source.StudyInstanceUID, source.SeriesInstanceUID, source.SOPInstanceUID)
 
