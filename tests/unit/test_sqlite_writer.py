@@ -44,11 +44,16 @@ def insert(value: int) -> Callable[[sqlite3.Connection], int]:
 
 async def grouped(writer: SqliteWriter, jobs: list[Callable[[sqlite3.Connection], object]]) -> list:
     """Run `jobs` as one group: the writer is held busy until all of them are queued."""
-    release = threading.Event()
-    hold = asyncio.ensure_future(writer.run(lambda db: release.wait(5)))
-    await asyncio.sleep(0.01)  # the writer thread is now inside the holding job
+    entered, release = threading.Event(), threading.Event()
+
+    def holding(db: sqlite3.Connection) -> bool:
+        entered.set()
+        return release.wait(5)
+
+    hold = asyncio.ensure_future(writer.run(holding))
+    assert await asyncio.to_thread(entered.wait, 5)  # the writer thread is inside `holding`
     runs = [asyncio.ensure_future(writer.run(job)) for job in jobs]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # each run's first step queues its job, in order
     release.set()
     await hold
     return await asyncio.gather(*runs, return_exceptions=True)
