@@ -1,0 +1,172 @@
+"""Long-running operations and their logs in the SQLite catalog (a part of
+`sqlite.SqliteCatalog`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from dicomstore.catalog import records
+from dicomstore.catalog.sqlite_statements import SqliteParts, find_dataset_key
+from dicomstore.core.errors import AlreadyExists, Code, NotFound
+from dicomstore.core.model import Operation, OperationLogEntry
+from dicomstore.core.names import DatasetName, LocationName, OperationName
+
+
+class SqliteOperations(SqliteParts):
+    async def create_operation(self, operation: Operation) -> None:
+        columns = records.operation_columns(operation) | {
+            "operation_id": operation.name.operation_id,
+            "api_method_name": operation.api_method_name,
+            "create_time": records.micros(operation.create_time),
+            "job_kind": operation.job.kind,
+            "job_args": json.dumps(dict(operation.job.args), sort_keys=True),
+        }
+
+        def tx(db: sqlite3.Connection) -> None:
+            values = columns | {"dataset_key": find_dataset_key(db, operation.name.dataset)}
+            try:
+                db.execute(
+                    f"INSERT INTO operations ({', '.join(values)})"
+                    f" VALUES ({', '.join('?' for _ in values)})",
+                    list(values.values()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"operation {operation.name} already exists", resource=str(operation.name)
+                ) from None
+
+        await self._write(tx)
+
+    async def get_operation(self, name: OperationName) -> Operation:
+        row = await self._one(_OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name))
+        if row is None:
+            raise _operation_not_found(name)
+        return _operation(row)
+
+    async def list_operations(
+        self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
+    ) -> Sequence[Operation]:
+        state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
+        rows = await self._all(
+            _OPERATION_SELECT
+            + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
+            + state[done]
+            + " ORDER BY o.operation_id LIMIT ?",
+            (str(dataset.location), dataset.dataset_id, after, limit),
+        )
+        return [_operation(r) for r in rows]
+
+    async def update_operation(self, operation: Operation) -> None:
+        columns = records.operation_columns(operation)
+
+        def tx(db: sqlite3.Connection) -> None:
+            row = _operation_row(db, operation.name)
+            # A job persisting its progress must not undo a cancellation requested meanwhile.
+            assignments = ", ".join(
+                f"{c} = max({c}, ?)" if c == "cancel_requested" else f"{c} = ?" for c in columns
+            )
+            db.execute(
+                f"UPDATE operations SET {assignments} WHERE id = ?",
+                [*columns.values(), row["id"]],
+            )
+
+        await self._write(tx)
+
+    async def request_cancel(self, name: OperationName) -> Operation:
+        def tx(db: sqlite3.Connection) -> Operation:
+            row = _operation_row(db, name)
+            db.execute(
+                "UPDATE operations SET cancel_requested = 1 WHERE id = ? AND end_time IS NULL",
+                (row["id"],),
+            )
+            return _operation(_operation_row(db, name))
+
+        return await self._write(tx)
+
+    async def unfinished_operations(self) -> Sequence[Operation]:
+        rows = await self._all(
+            _OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
+        )
+        return [_operation(r) for r in rows]
+
+    async def add_operation_log(
+        self, name: OperationName, entries: Sequence[OperationLogEntry]
+    ) -> None:
+        time = records.micros(datetime.now(UTC))
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = _operation_row(db, name)["id"]
+            (last,) = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM operation_log WHERE operation_key = ?", (key,)
+            ).fetchone()
+            db.executemany(
+                "INSERT INTO operation_log (operation_key, seq, time, resource, code, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (key, last + n, time, e.resource, int(e.code), e.message)
+                    for n, e in enumerate(entries, 1)
+                ],
+            )
+
+        await self._write(tx)
+
+    async def operation_log(
+        self, name: OperationName, *, after: int, limit: int
+    ) -> Sequence[OperationLogEntry]:
+        await self.get_operation(name)  # NotFound
+        rows = await self._all(
+            "SELECT l.* FROM operation_log l JOIN operations o ON o.id = l.operation_key"
+            " JOIN datasets d ON d.id = o.dataset_key"
+            + _OPERATION_BY_NAME
+            + " AND l.seq > ? ORDER BY l.seq LIMIT ?",
+            (*_operation_params(name), after, limit),
+        )
+        return [
+            OperationLogEntry(
+                resource=r["resource"],
+                code=Code(r["code"]),
+                message=r["message"],
+                time=records.moment(r["time"]),
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
+
+    async def clear_operation_log(self, name: OperationName) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            key = _operation_row(db, name)["id"]
+            db.execute("DELETE FROM operation_log WHERE operation_key = ?", (key,))
+
+        await self._write(tx)
+
+
+_OPERATION_SELECT = (
+    "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d ON d.id = o.dataset_key"
+)
+_OPERATION_BY_NAME = " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?"
+
+
+def _operation_params(name: OperationName) -> tuple[str, str, str]:
+    return (str(name.dataset.location), name.dataset.dataset_id, name.operation_id)
+
+
+def _operation_not_found(name: OperationName) -> NotFound:
+    return NotFound(f"operation {name} not found", resource=str(name))
+
+
+def _operation_row(db: sqlite3.Connection, name: OperationName) -> sqlite3.Row:
+    row: sqlite3.Row | None = db.execute(
+        _OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name)
+    ).fetchone()
+    if row is None:
+        raise _operation_not_found(name)
+    return row
+
+
+def _operation(row: sqlite3.Row) -> Operation:
+    location = LocationName.parse(row["location"])
+    name = OperationName(DatasetName(location, row["dataset_id"]), row["operation_id"])
+    return records.operation(name, row)

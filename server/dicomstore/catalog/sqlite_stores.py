@@ -1,0 +1,182 @@
+"""Datasets and DICOM stores in the SQLite catalog (a part of `sqlite.SqliteCatalog`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from dicomstore.catalog import records
+from dicomstore.catalog.sqlite_statements import (
+    NOW_MICROS,
+    SqliteParts,
+    find_dataset_key,
+    find_store_key,
+)
+from dicomstore.core.errors import AlreadyExists, NotFound
+from dicomstore.core.model import Dataset, DicomStore, DicomStoreMetrics
+from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
+
+
+class SqliteStores(SqliteParts):
+    # Keys of stores looked up, forgotten when their store or dataset is deleted.
+    _store_keys: dict[DicomStoreName, int]
+    _store_deletions: int
+
+    async def create_dataset(self, dataset: Dataset) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO datasets (location, dataset_id, time_zone, create_time)"
+                    f" VALUES (?, ?, ?, {NOW_MICROS})",
+                    (str(dataset.name.location), dataset.name.dataset_id, dataset.time_zone),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"dataset {dataset.name} already exists", resource=str(dataset.name)
+                ) from None
+
+        await self._write(tx)
+
+    async def get_dataset(self, name: DatasetName) -> Dataset:
+        row = await self._one(
+            "SELECT time_zone FROM datasets WHERE location = ? AND dataset_id = ?",
+            (str(name.location), name.dataset_id),
+        )
+        if row is None:
+            raise NotFound(f"dataset {name} not found", resource=str(name))
+        return Dataset(name, row["time_zone"])
+
+    async def list_datasets(
+        self, location: LocationName, *, after: str, limit: int
+    ) -> Sequence[Dataset]:
+        rows = await self._all(
+            "SELECT dataset_id, time_zone FROM datasets WHERE location = ? AND dataset_id > ?"
+            " ORDER BY dataset_id LIMIT ?",
+            (str(location), after, limit),
+        )
+        return [Dataset(DatasetName(location, r["dataset_id"]), r["time_zone"]) for r in rows]
+
+    async def update_dataset(self, dataset: Dataset) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            key = find_dataset_key(db, dataset.name)
+            db.execute("UPDATE datasets SET time_zone = ? WHERE id = ?", (dataset.time_zone, key))
+
+        await self._write(tx)
+
+    async def delete_dataset(self, name: DatasetName) -> Sequence[int]:
+        def tx(db: sqlite3.Connection) -> list[int]:
+            key = find_dataset_key(db, name)
+            rows = db.execute("SELECT id FROM dicom_stores WHERE dataset_key = ?", (key,))
+            store_keys = [int(r[0]) for r in rows]
+            db.execute("DELETE FROM datasets WHERE id = ?", (key,))
+            return store_keys
+
+        try:
+            return await self._write(tx)
+        finally:
+            self._forget_store_keys(lambda store: store.dataset == name)
+
+    async def create_dicom_store(self, store: DicomStore) -> None:
+        config = records.store_config_json(store.config)
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = find_dataset_key(db, store.name.dataset)
+            try:
+                db.execute(
+                    "INSERT INTO dicom_stores (dataset_key, store_id, config, create_time)"
+                    f" VALUES (?, ?, ?, {NOW_MICROS})",
+                    (key, store.name.store_id, config),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(
+                    f"DICOM store {store.name} already exists", resource=str(store.name)
+                ) from None
+
+        await self._write(tx)
+
+    _STORE_SELECT = (
+        "SELECT s.id, s.store_id, s.config FROM dicom_stores s"
+        " JOIN datasets d ON d.id = s.dataset_key WHERE d.location = ? AND d.dataset_id = ?"
+    )
+
+    async def _store_row(self, name: DicomStoreName) -> sqlite3.Row:
+        row = await self._one(
+            self._STORE_SELECT + " AND s.store_id = ?",
+            (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
+        )
+        if row is None:
+            raise NotFound(f"DICOM store {name} not found", resource=str(name))
+        return row
+
+    async def get_dicom_store(self, name: DicomStoreName) -> DicomStore:
+        row = await self._store_row(name)
+        return records.dicom_store(name, row["config"])
+
+    async def dicom_store_key(self, name: DicomStoreName) -> int:
+        key = self._store_keys.get(name)
+        if key is None:
+            deletions = self._store_deletions
+            key = int((await self._store_row(name))["id"])
+            if deletions == self._store_deletions:  # else the store may be gone already
+                self._store_keys[name] = key
+        return key
+
+    def _forget_store_keys(self, deleted: Callable[[DicomStoreName], bool]) -> None:
+        self._store_deletions += 1
+        for name in [name for name in self._store_keys if deleted(name)]:
+            del self._store_keys[name]
+
+    async def list_dicom_stores(
+        self, dataset: DatasetName, *, after: str, limit: int
+    ) -> Sequence[DicomStore]:
+        rows = await self._all(
+            self._STORE_SELECT + " AND s.store_id > ? ORDER BY s.store_id LIMIT ?",
+            (str(dataset.location), dataset.dataset_id, after, limit),
+        )
+        return [
+            records.dicom_store(DicomStoreName(dataset, r["store_id"]), r["config"]) for r in rows
+        ]
+
+    async def update_dicom_store(self, store: DicomStore) -> None:
+        config = records.store_config_json(store.config)
+
+        def tx(db: sqlite3.Connection) -> None:
+            key = find_store_key(db, store.name)
+            db.execute("UPDATE dicom_stores SET config = ? WHERE id = ?", (config, key))
+
+        await self._write(tx)
+
+    async def delete_dicom_store(self, name: DicomStoreName) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            key = find_store_key(db, name)
+            db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
+            return key
+
+        try:
+            return await self._write(tx)
+        finally:
+            self._forget_store_keys(lambda store: store == name)
+
+    async def dicom_store_keys(self) -> set[int]:
+        return {int(r[0]) for r in await self._all("SELECT id FROM dicom_stores", ())}
+
+    async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
+        key = int((await self._store_row(name))["id"])
+        row = await self._one(
+            "SELECT COUNT(DISTINCT se.study_key) AS studies,"
+            " COUNT(DISTINCT i.series_key) AS series, COUNT(*) AS instances,"
+            " COALESCE(SUM(i.structured_size), 0) AS structured,"
+            " COALESCE(SUM(i.blob_size), 0) AS blob"
+            " FROM instances i JOIN series se ON se.id = i.series_key"
+            " WHERE i.store_key = ? AND i.state = 1",
+            (key,),
+        )
+        assert row is not None
+        return DicomStoreMetrics(
+            name=name,
+            study_count=row["studies"],
+            series_count=row["series"],
+            instance_count=row["instances"],
+            structured_storage_size_bytes=row["structured"],
+            blob_storage_size_bytes=row["blob"],
+        )
