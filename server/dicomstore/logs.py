@@ -7,12 +7,22 @@ in the same format.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TextIO
+
+
+def request_ids() -> Iterator[str]:
+    """Unique request ids without a system call per request: a random prefix and a counter."""
+    prefix = os.urandom(4).hex()
+    return (f"{prefix}{n:08x}" for n in itertools.count())
+
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

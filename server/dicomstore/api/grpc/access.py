@@ -18,16 +18,15 @@ import collections
 import inspect
 import itertools
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from dicomstore.api.status import client_message, status_of
 from dicomstore.core.errors import DicomStoreError
-from dicomstore.logs import AccessLog
+from dicomstore.logs import AccessLog, request_ids
 
 log = logging.getLogger("dicomstore.access")
 
@@ -35,17 +34,16 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class RequestIds:
-    """Unique ids without a system call per request: a random prefix and a counter."""
+    """The client's `x-request-id`, else a new id (`logs.request_ids`)."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(4).hex()
-        self._counter: Iterator[int] = itertools.count()
+        self._ids = request_ids()
 
     def next(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id" and isinstance(value, str):
                 return value[:64]
-        return f"{self._prefix}{next(self._counter):08x}"
+        return next(self._ids)
 
 
 class _Call:

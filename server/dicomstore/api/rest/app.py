@@ -27,12 +27,10 @@ id comes from an `x-request-id` header or is generated, and is echoed in the res
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,7 +44,7 @@ from dicomstore.api.rest.transcoder import JSON_MEDIA_TYPE, Service, Transcoder,
 from dicomstore.api.rest.verbs import UnknownVerbRoute
 from dicomstore.api.status import client_message, code_of_http, status_of
 from dicomstore.core.errors import Code, DicomStoreError
-from dicomstore.logs import AccessLog
+from dicomstore.logs import AccessLog, request_ids
 
 log = logging.getLogger("dicomstore.access")
 
@@ -152,12 +150,6 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     return error_response(request.scope, exc)
 
 
-def _request_ids() -> Iterator[str]:
-    """Unique ids without a system call per request: a random prefix and a counter."""
-    prefix = os.urandom(4).hex()
-    return (f"{prefix}{n:08x}" for n in itertools.count())
-
-
 def _peer(scope: Scope) -> str:
     client = scope.get("client")
     if not client:
@@ -172,7 +164,7 @@ class AccessLogMiddleware:
     def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
         self.app = app
         self._access = access_log
-        self._ids = _request_ids()
+        self._ids = request_ids()
 
     def _request_id(self, scope: Scope) -> str:
         for key, value in scope.get("headers") or ():
