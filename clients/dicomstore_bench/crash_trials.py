@@ -2,7 +2,7 @@
 
 One server process runs on a data directory of its own. Each trial puts it under load, kills it
 with SIGKILL after a random delay, starts it again on the same data directory and checks what a
-client may rely on (README, "Crash safety"):
+client may rely on (docs/reliability.md, "Crash safety"):
 
 - **stow** trials: `--clients` concurrent clients, each sending single-part `application/dicom`
   instances or `multipart/related` bodies of 2 to 12 instances (now and then 80, more than the

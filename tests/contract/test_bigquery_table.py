@@ -82,6 +82,7 @@ async def test_tables_of_one_dataset_are_apart(bigquery_tables: BigQueryTables) 
     assert await bigquery_tables("bq://other-project.exports.dicom_metadata").is_empty()
 
 
+@pytest.mark.google_behaviour("bigquery-write-disposition")
 @pytest.mark.parametrize(
     ("disposition", "force", "outcome"),
     [
@@ -108,6 +109,7 @@ async def test_write_disposition_on_a_table_with_rows(
     assert select(table, "SELECT SOPInstanceUID FROM {t} ORDER BY 1") == [(u,) for u in expected]
 
 
+@pytest.mark.google_behaviour("bigquery-write-disposition")
 async def test_write_empty_accepts_an_existing_empty_table(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path)
     await table.write([row(ct_instance())], truncate=False)
@@ -132,6 +134,7 @@ def select(table: DuckDbTable, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return connection.execute(sql.replace("{t}", qualified), list(params)).fetchall()
 
 
+@pytest.mark.google_behaviour("bigquery-table-uri")
 async def test_database_is_a_duckdb_file_per_project(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path)
     await table.write([row(ct_instance())], truncate=False)
@@ -145,6 +148,7 @@ async def test_missing_table_is_empty_without_creating_a_file(tmp_path: Path) ->
     assert not table.path.exists()
 
 
+@pytest.mark.google_behaviour("bigquery-vr-types")
 async def test_columns_are_typed_as_google_types_them(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path)
     await table.write([row(ct_instance(), source_store="projects/p/dicomStores/s")], truncate=False)
@@ -161,6 +165,7 @@ async def test_columns_are_typed_as_google_types_them(tmp_path: Path) -> None:
     assert [c.name for c in await table.columns()] == list(types)
 
 
+@pytest.mark.google_behaviour("bigquery-person-name", "bigquery-sequences-and-private")
 async def test_bigquery_paths_and_unnest_read_records_and_sequences(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path)
     await table.write([row(ct_instance())], truncate=False)
@@ -173,6 +178,7 @@ async def test_bigquery_paths_and_unnest_read_records_and_sequences(tmp_path: Pa
     assert select(table, dropped, "7FE00010") == [("PixelData",)]
 
 
+@pytest.mark.google_behaviour("bigquery-schema-columns")
 async def test_later_rows_add_the_columns_they_bring(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path)
     await table.write([metadata_row({"00080060": {"vr": "CS", "Value": ["CT"]}})], truncate=False)
@@ -308,7 +314,8 @@ def query(table: DuckDbTable, sql: str) -> list[tuple[Any, ...]]:
         return connection.execute(duckdb_sql(sql)).fetchall()
 
 
-async def test_seed_query_search_by_patient(tmp_path: Path) -> None:
+@pytest.mark.google_behaviour("bigquery-example-queries")
+async def test_export_guide_query_search_by_patient(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path, "bq://chc-nih-chest-xray.nih_chest_xray.nih_chest_xray")
     rows = [
         row(ct_instance(PatientID=patient, StudyInstanceUID=study, SOPInstanceUID=sop))
@@ -321,7 +328,8 @@ async def test_seed_query_search_by_patient(tmp_path: Path) -> None:
     ]
 
 
-async def test_seed_query_latest_studies(tmp_path: Path) -> None:
+@pytest.mark.google_behaviour("bigquery-example-queries")
+async def test_export_guide_query_latest_studies(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path, "bq://bigquery-public-data.idc_v5.dicom_metadata")
     instances = [
         ("C3L-01924", "1.9", "20210711", "003822", "1.9.1"),
@@ -348,7 +356,8 @@ async def test_seed_query_latest_studies(tmp_path: Path) -> None:
     ]
 
 
-async def test_seed_query_filter_file_lines(tmp_path: Path) -> None:
+@pytest.mark.google_behaviour("bigquery-example-queries")
+async def test_export_guide_query_filter_file_lines(tmp_path: Path) -> None:
     table = duckdb_table(tmp_path, "bq://my-project.exports.dicom_metadata")
     await table.write([row(ct_instance(SOPInstanceUID="4.5.6"))], truncate=False)
     dataset = ct_instance()

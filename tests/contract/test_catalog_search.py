@@ -252,6 +252,7 @@ async def test_instance_results_carry_the_requested_metadata(
     assert "00280010" not in picked.metadata
 
 
+@pytest.mark.google_behaviour("qido-consistency")
 async def test_search_ignores_invisible_instances(stores: Catalog) -> None:
     await stored(stores, instance("4.1", "4.1.1", "4.1.1.1", patient_id="P4"), visible=False)
     for level in Level:
@@ -267,6 +268,7 @@ async def test_study_whose_matching_instance_is_invisible_is_not_found(
     assert await found(stores, Query(Level.STUDIES, conditions=(exact("Modality", "US"),))) == []
 
 
+@pytest.mark.google_behaviour("qido-consistency")
 async def test_deleted_and_aborted_instances_leave_the_index(
     stores: Catalog, corpus: list[InstanceKey]
 ) -> None:

@@ -210,6 +210,7 @@ TREE = [
 UNDER_DIR = [name for name in TREE if name.startswith("DIR/")]
 
 
+@pytest.mark.google_behaviour("import-wildcards")
 @pytest.mark.parametrize(
     ("pattern", "expected"),
     [

@@ -127,6 +127,7 @@ async def test_dataset_create_get_list_patch_delete(healthcare: Any, location: s
     assert error.status_code == 404
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 async def test_dicom_store_create_get_list_patch_metrics_delete(
     healthcare: Any, dataset: str
 ) -> None:
@@ -162,6 +163,7 @@ async def test_dicom_store_create_get_list_patch_metrics_delete(
     assert error.status_code == 404
 
 
+@pytest.mark.google_behaviour("store-id")
 async def test_store_id_with_space_and_accent_round_trips(healthcare: Any, dataset: str) -> None:
     store_id = "scanner é 1"
     created = await call(stores(healthcare).create(parent=dataset, dicomStoreId=store_id, body={}))
@@ -197,6 +199,7 @@ async def test_import_export_and_operations(healthcare: Any, dataset: str) -> No
     assert await call(operations(healthcare).get(name=imported["name"])) == finished
 
 
+@pytest.mark.google_behaviour("error-model")
 async def test_missing_store_is_http_error_404_not_found(healthcare: Any, dataset: str) -> None:
     error = await http_error(stores(healthcare).get(name=f"{dataset}/dicomStores/missing"))
     assert error.status_code == 404
@@ -224,6 +227,7 @@ async def store_ct_and_mr(endpoint: str, store: str) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
 
 
+@pytest.mark.google_behaviour("metadata-media-types", "qido-media-types")
 async def test_dicomweb_metadata_and_search_answer_the_default_accept(
     healthcare: Any, dataset: str, endpoint: str
 ) -> None:

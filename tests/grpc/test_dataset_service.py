@@ -16,6 +16,7 @@ from tests.grpc.test_dicom_service import status_of
 Stub = dataset_pb2_grpc.DatasetServiceStub
 
 
+@pytest.mark.google_behaviour("create-returns", "operation-method-names")
 async def test_create_returns_done_operation_with_dataset(
     datasets: Stub, operations: operations_pb2_grpc.OperationsStub
 ) -> None:
@@ -78,6 +79,7 @@ async def test_create_with_bad_input_is_invalid_and_creates_nothing(
     assert list(listed.datasets) == []
 
 
+@pytest.mark.google_behaviour("dataset-id-rules")
 async def test_unicode_and_dotted_dataset_ids_are_accepted(datasets: Stub) -> None:
     for dataset_id in ("données_2024", "a.b-c"):
         await datasets.CreateDataset(
@@ -94,6 +96,7 @@ async def test_create_duplicate_is_already_exists(datasets: Stub) -> None:
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_pages_through_datasets(datasets: Stub) -> None:
     for i in range(7):
         await datasets.CreateDataset(
@@ -139,6 +142,7 @@ async def test_patch_changes_time_zone_only_with_mask(datasets: Stub) -> None:
     assert got.time_zone == "Europe/Paris"
 
 
+@pytest.mark.google_behaviour("delete-store")
 async def test_delete_removes_dataset_with_its_stores(
     datasets: Stub, dicom: dicom_pb2_grpc.DicomServiceStub, dataset: str
 ) -> None:

@@ -57,6 +57,7 @@ FULL_STORE = dicom_pb2.DicomStore(
 )
 
 
+@pytest.mark.google_behaviour("create-returns")
 async def test_create_returns_store_with_full_name_and_fields(dicom: Stub, dataset: str) -> None:
     request = dicom_pb2.CreateDicomStoreRequest(
         parent=dataset, dicom_store_id="ct-scans", dicom_store=FULL_STORE
@@ -75,12 +76,14 @@ async def test_create_ignores_name_in_body(dicom: Stub, dataset: str) -> None:
     assert created.name == f"{dataset}/dicomStores/s1"
 
 
+@pytest.mark.google_behaviour("resource-names")
 async def test_create_without_dataset_is_not_found(dicom: Stub) -> None:
     error = await status_of(create(dicom, "s1"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "test-dataset" in (error.details() or "")
 
 
+@pytest.mark.google_behaviour("resource-names")
 async def test_create_duplicate_is_already_exists_and_keeps_original(
     dicom: Stub, dataset: str
 ) -> None:
@@ -93,6 +96,7 @@ async def test_create_duplicate_is_already_exists_and_keeps_original(
     assert dict(got.labels) == {"v": "1"}
 
 
+@pytest.mark.google_behaviour("resource-names")
 async def test_get_missing_store_is_not_found(dicom: Stub, dataset: str) -> None:
     error = await status_of(
         dicom.GetDicomStore(dicom_pb2.GetDicomStoreRequest(name=f"{dataset}/dicomStores/nope"))
@@ -100,6 +104,7 @@ async def test_get_missing_store_is_not_found(dicom: Stub, dataset: str) -> None
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.google_behaviour("label-rules", "store-config-fields")
 @pytest.mark.parametrize(
     ("fields", "field", "rule"),
     [
@@ -158,6 +163,7 @@ async def test_create_with_bad_config_is_invalid_and_stores_nothing(
     assert await store_ids(dicom) == []
 
 
+@pytest.mark.google_behaviour("store-id")
 @pytest.mark.parametrize(
     ("store_id", "rule"),
     [("", "1"), ("a/b", "/"), ("x" * 257, "256"), ("tab\there", "control")],
@@ -171,11 +177,13 @@ async def test_create_with_bad_store_id_is_invalid(
     assert await store_ids(dicom) == []
 
 
+@pytest.mark.google_behaviour("store-id")
 async def test_store_id_of_256_characters_is_accepted(dicom: Stub, dataset: str) -> None:
     created = await create(dicom, "é" * 256)
     assert created.name.endswith("é" * 256)
 
 
+@pytest.mark.google_behaviour("resource-names")
 @pytest.mark.parametrize(
     "parent",
     ["", "projects/p", "projects/p/locations/l", f"{DATASET}/extra", "datasets/d"],
@@ -188,6 +196,7 @@ async def test_create_with_malformed_parent_is_invalid(dicom: Stub, parent: str)
     assert (error.details() or "").startswith("parent")
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_pages_in_stable_order_until_empty_token(dicom: Stub, dataset: str) -> None:
     ids = [f"store-{i:03d}" for i in range(25)]
     for store_id in reversed(ids):
@@ -206,6 +215,7 @@ async def test_list_pages_in_stable_order_until_empty_token(dicom: Stub, dataset
     assert seen == ids
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_defaults_to_100_and_caps_at_1000(dicom: Stub, dataset: str) -> None:
     await asyncio.gather(*(create(dicom, f"s{i:04d}") for i in range(1001)))
     default = await dicom.ListDicomStores(dicom_pb2.ListDicomStoresRequest(parent=dataset))
@@ -218,6 +228,7 @@ async def test_list_defaults_to_100_and_caps_at_1000(dicom: Stub, dataset: str) 
     assert capped.next_page_token
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_with_negative_page_size_is_invalid(dicom: Stub, dataset: str) -> None:
     error = await status_of(
         dicom.ListDicomStores(dicom_pb2.ListDicomStoresRequest(parent=dataset, page_size=-1))
@@ -231,6 +242,7 @@ async def test_list_of_missing_dataset_is_not_found(dicom: Stub) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.google_behaviour("list-label-filter")
 @pytest.mark.parametrize(
     ("filter", "expected"),
     [
@@ -257,6 +269,7 @@ async def test_list_filters_on_labels(
     assert [s.name.rsplit("/", 1)[1] for s in page.dicom_stores] == expected
 
 
+@pytest.mark.google_behaviour("list-label-filter")
 @pytest.mark.parametrize(
     ("filter", "where"),
     [
@@ -278,6 +291,7 @@ async def test_list_with_bad_filter_is_invalid_saying_where(
     assert where in (error.details() or "")
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_page_token_is_bound_to_parent_and_filter(dicom: Stub, dataset: str) -> None:
     for i in range(3):
         await create(dicom, f"s{i}", labels={"env": "prod"})
@@ -300,6 +314,7 @@ async def test_page_token_is_bound_to_parent_and_filter(dicom: Stub, dataset: st
         assert "page_token" in (error.details() or "")
 
 
+@pytest.mark.google_behaviour("update-mask")
 async def test_update_changes_only_masked_fields(dicom: Stub, dataset: str) -> None:
     created = await dicom.CreateDicomStore(
         dicom_pb2.CreateDicomStoreRequest(
@@ -329,6 +344,7 @@ async def test_update_changes_only_masked_fields(dicom: Stub, dataset: str) -> N
     assert dict(cleared.labels) == {"env": "dev"}
 
 
+@pytest.mark.google_behaviour("update-mask")
 @pytest.mark.parametrize(
     ("paths", "labels", "rule"),
     [
@@ -368,6 +384,7 @@ async def test_update_of_missing_store_is_not_found(dicom: Stub, dataset: str) -
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.google_behaviour("delete-store")
 async def test_delete_removes_store_then_not_found(dicom: Stub, dataset: str) -> None:
     created = await create(dicom, "s")
     await dicom.DeleteDicomStore(dicom_pb2.DeleteDicomStoreRequest(name=created.name))
@@ -380,6 +397,7 @@ async def test_delete_removes_store_then_not_found(dicom: Stub, dataset: str) ->
     assert dict(recreated.labels) == {}
 
 
+@pytest.mark.google_behaviour("store-metrics")
 async def test_metrics_of_empty_store_are_zero(dicom: Stub, dataset: str) -> None:
     created = await create(dicom, "s")
     metrics = await dicom.GetDicomStoreMetrics(
@@ -397,6 +415,7 @@ async def test_metrics_of_missing_store_is_not_found(dicom: Stub, dataset: str) 
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.google_behaviour("import-wildcards")
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
@@ -424,6 +443,7 @@ async def test_import_with_bad_source_is_invalid_and_starts_nothing(
     assert [o.metadata for o in listed.operations if "Import" in str(o.metadata.value)] == []
 
 
+@pytest.mark.google_behaviour("bigquery-table-uri")
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [

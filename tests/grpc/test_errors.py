@@ -56,6 +56,7 @@ def test_every_core_error_class_is_covered() -> None:
     }
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize("cls", DOMAIN_ERRORS, ids=lambda c: c.__name__)
 async def test_domain_error_becomes_its_grpc_status(
     stub: dicom_pb2_grpc.DicomServiceStub, cls: type[errors.DicomStoreError]
@@ -91,6 +92,7 @@ async def test_method_without_handler_is_unimplemented(
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize("code", list(errors.Code), ids=lambda c: c.name)
 def test_every_code_has_grpc_and_http_status(code: errors.Code) -> None:
     status = status_of(code)

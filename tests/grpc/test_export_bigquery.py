@@ -61,6 +61,7 @@ def row_count(app: App) -> int:
     return int(count)
 
 
+@pytest.mark.google_behaviour("bigquery-schema-columns", "bigquery-bookkeeping-columns")
 async def test_each_instance_is_a_row_in_googles_schema(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -82,6 +83,7 @@ async def test_each_instance_is_a_row_in_googles_schema(
     assert size == len(data_file("CT_small.dcm").read_bytes())
 
 
+@pytest.mark.google_behaviour("bigquery-write-disposition")
 @pytest.mark.parametrize(
     ("fields", "rows_after", "refused"),
     [
@@ -115,6 +117,7 @@ async def test_a_second_export_follows_the_write_disposition(
     assert row_count(app) == rows_after
 
 
+@pytest.mark.google_behaviour("bigquery-write-disposition")
 async def test_write_empty_accepts_an_empty_table(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -127,6 +130,7 @@ async def test_write_empty_accepts_an_empty_table(
     assert row_count(app) == 5
 
 
+@pytest.mark.google_behaviour("bigquery-include-source-store")
 async def test_include_source_store_names_the_store_in_each_row(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -134,6 +138,7 @@ async def test_include_source_store_names_the_store_in_each_row(
     assert query(app, "SELECT DISTINCT SourceDicomStore FROM dicom.instances") == [(store,)]
 
 
+@pytest.mark.google_behaviour("bigquery-schema-json")
 async def test_the_json_schema_is_refused_at_once(dicom: Stub, store: str) -> None:
     destination = dicom_pb2.BigQueryDestination(table_uri=TABLE, schema_json=dicom_pb2.SchemaJSON())
     with pytest.raises(grpc.aio.AioRpcError) as refused:

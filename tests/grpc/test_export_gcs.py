@@ -67,6 +67,7 @@ def exported(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.google_behaviour("export-gcs-object-names")
 async def test_every_instance_becomes_an_object_named_by_its_uids_with_its_bytes(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -84,6 +85,7 @@ async def test_every_instance_becomes_an_object_named_by_its_uids_with_its_bytes
     assert data == data_file("CT_small.dcm").read_bytes()
 
 
+@pytest.mark.google_behaviour("export-gcs-object-names")
 async def test_a_prefix_that_ends_in_a_slash_or_is_the_bucket_and_overwrites(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -99,6 +101,7 @@ async def test_a_prefix_that_ends_in_a_slash_or_is_the_bucket_and_overwrites(
     assert len(objects) == 10
 
 
+@pytest.mark.google_behaviour("export-filter-file")
 async def test_a_filter_file_exports_the_resources_it_names(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -127,6 +130,7 @@ async def test_a_filter_file_exports_the_resources_it_names(
     ]
 
 
+@pytest.mark.google_behaviour("export-filter-file")
 async def test_a_malformed_filter_line_is_named_and_nothing_is_exported(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -145,6 +149,7 @@ async def test_a_malformed_filter_line_is_named_and_nothing_is_exported(
     assert exported(root) == {}
 
 
+@pytest.mark.google_behaviour("export-gcs-mime-types")
 async def test_a_dicom_mime_type_transcodes_each_instance_or_fails_it_saying_why(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -170,6 +175,7 @@ async def test_a_dicom_mime_type_transcodes_each_instance_or_fails_it_saying_why
     assert (pydicom.dcmread(io.BytesIO(ct)).pixel_array == CT.pixel_array).all()
 
 
+@pytest.mark.google_behaviour("export-gcs-mime-types")
 @pytest.mark.parametrize(
     ("mime", "extension"),
     [
@@ -198,6 +204,7 @@ async def test_a_frame_mime_type_writes_a_file_per_frame(
         assert written[f"{frames}/2"] == rgb.pixel_array[1].tobytes()
 
 
+@pytest.mark.google_behaviour("export-gcs-object-names")
 async def test_export_to_a_missing_bucket_ends_not_found(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:

@@ -73,6 +73,7 @@ async def log_entries(url: str) -> list[dict[str, Any]]:
                 return entries
 
 
+@pytest.mark.google_behaviour("import-failures", "import-export-responses", "operation-error-logs")
 async def test_imports_every_dicom_object_and_names_each_that_is_not(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -100,6 +101,7 @@ async def test_imports_every_dicom_object_and_names_each_that_is_not(
         assert entry["operation"]["id"] == name
 
 
+@pytest.mark.google_behaviour("import-wildcards")
 async def test_wildcards_pick_the_objects_of_the_reference(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -120,6 +122,7 @@ async def test_wildcards_pick_the_objects_of_the_reference(
     assert await instance_count(dicom, store) == 5
 
 
+@pytest.mark.google_behaviour("import-duplicates")
 async def test_reimport_ignores_identical_instances_and_fails_changed_ones(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -145,6 +148,7 @@ async def test_reimport_ignores_identical_instances_and_fails_changed_ones(
     assert await instance_count(dicom, store) == 3
 
 
+@pytest.mark.google_behaviour("import-failures")
 @pytest.mark.parametrize(
     ("uri", "words"),
     [
@@ -189,6 +193,7 @@ async def test_pydicom_test_files_import_as_stow_would_store_them(
         assert error["status"] in ("INVALID_ARGUMENT", "ALREADY_EXISTS") and error["message"]
 
 
+@pytest.mark.google_behaviour("operation-metadata", "operation-cancel")
 async def test_counter_moves_while_it_runs_and_cancel_stops_it(
     app: App, dicom: Stub, operations: Operations, store: str
 ) -> None:
@@ -213,6 +218,9 @@ async def test_counter_moves_while_it_runs_and_cancel_stops_it(
     assert stored == metadata(operation).counter.success
 
 
+@pytest.mark.google_behaviour(
+    "operation-metadata", "import-export-responses", "operation-error-logs"
+)
 async def test_import_over_rest_reports_through_the_same_operation(
     app: App, store: str, operations: Operations
 ) -> None:

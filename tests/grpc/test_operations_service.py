@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
@@ -25,6 +26,7 @@ async def start_import(dicom: dicom_pb2_grpc.DicomServiceStub, dataset: str) -> 
     return operation.name
 
 
+@pytest.mark.google_behaviour("operations-under-dataset", "operations-list-filter")
 async def test_list_filters_on_done_and_pages(
     operations: Stub,
     dicom: dicom_pb2_grpc.DicomServiceStub,
@@ -57,6 +59,7 @@ async def test_list_filters_on_done_and_pages(
     assert list(running.operations) == []
 
 
+@pytest.mark.google_behaviour("operations-list-filter")
 async def test_list_with_bad_filter_or_partial_success_is_invalid(
     operations: Stub, dataset: str
 ) -> None:
@@ -80,6 +83,7 @@ async def test_get_of_missing_operation_is_not_found(operations: Stub, dataset: 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.google_behaviour("operation-cancel")
 async def test_cancel_of_finished_operation_changes_nothing(
     operations: Stub,
     dicom: dicom_pb2_grpc.DicomServiceStub,
@@ -93,6 +97,7 @@ async def test_cancel_of_finished_operation_changes_nothing(
     assert after == before
 
 
+@pytest.mark.google_behaviour("operations-under-dataset")
 async def test_delete_and_wait_operation_are_unimplemented(operations: Stub, dataset: str) -> None:
     name = f"{dataset}/operations/1"
     for call in (

@@ -9,12 +9,15 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
 from dicomstore.core.streaming import NOT_STREAMED_S
 from tests.grpc.transfers import generated, stow
+
+pytestmark = pytest.mark.google_behaviour("bigquery-streaming")
 
 Stub = dicom_pb2_grpc.DicomServiceStub
 LIVE = "bq://stream-project.dicom.live"

@@ -1,4 +1,5 @@
-"""DICOMweb delete through the ASGI app of a real started server (GOOGLE-BEHAVIOUR item 49).
+"""DICOMweb delete through the ASGI app of a real started server
+(docs/google-behaviour.md#delete-study-series, #delete-instance).
 
 A study or series delete answers a long-running operation, pollable through the dataset's
 operations; an instance delete answers `{}`. Store metrics follow each change.
@@ -74,6 +75,7 @@ async def wait_done(client: httpx.AsyncClient, name: str) -> Any:
     raise AssertionError(f"{name} did not finish")
 
 
+@pytest.mark.google_behaviour("delete-instance")
 async def test_delete_instance_answers_empty_object_and_it_is_gone(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -84,6 +86,7 @@ async def test_delete_instance_answers_empty_object_and_it_is_gone(
     assert await metrics(client) == {"studyCount": "1", "seriesCount": "2", "instanceCount": "2"}
 
 
+@pytest.mark.google_behaviour("delete-study-series", "operation-method-names")
 @pytest.mark.parametrize(
     ("path", "method", "left"),
     [
@@ -114,6 +117,7 @@ async def test_delete_study_or_series_answers_an_operation_that_deletes_it(
     )
 
 
+@pytest.mark.google_behaviour("delete-study-series")
 async def test_delete_series_leaves_the_other_series(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -128,6 +132,7 @@ async def test_delete_series_leaves_the_other_series(
     assert files[2] in response.content
 
 
+@pytest.mark.google_behaviour("delete-blocks-inserts")
 async def test_deleted_study_can_be_stored_again_once_the_operation_is_done(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -138,6 +143,7 @@ async def test_deleted_study_can_be_stored_again_once_the_operation_is_done(
     assert await metrics(client) == {"studyCount": "1", "seriesCount": "1", "instanceCount": "1"}
 
 
+@pytest.mark.google_behaviour("retrieve-missing-resource")
 @pytest.mark.parametrize(
     "path",
     [
@@ -160,6 +166,7 @@ async def test_delete_in_an_unknown_store_is_404(client: httpx.AsyncClient, stor
     error(response, 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("wrong-http-method")
 async def test_other_methods_on_delete_paths_are_404_saying_which_are_served(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:

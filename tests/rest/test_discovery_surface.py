@@ -295,6 +295,14 @@ def expected_message(method: Method) -> str:
 # --- the walk ----------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour(
+    "rest-bindings",
+    "unimplemented-methods",
+    "study-series-metrics",
+    "deidentify",
+    "iam-and-auth",
+    "blob-storage-classes",
+)
 @pytest.mark.parametrize("method", SURFACE, ids=lambda m: m.short_id)
 async def test_every_method_works_or_is_501_naming_it(
     surface_client: httpx.AsyncClient, method: Method
@@ -314,6 +322,7 @@ async def test_every_method_works_or_is_501_naming_it(
         }
 
 
+@pytest.mark.google_behaviour("unimplemented-methods")
 @pytest.mark.parametrize(
     "method",
     [m for m in SURFACE if m.short_id not in WORKING and ":" in m.flat_path],
@@ -385,6 +394,7 @@ def client_request(healthcare: Any, method: Method, call: Call, ids: Mapping[str
     return getattr(resource, method.id.rsplit(".", 1)[1])(**kwargs)
 
 
+@pytest.mark.google_behaviour("unimplemented-methods")
 @pytest.mark.parametrize(
     "method", [m for m in SURFACE if m.short_id in UNIMPLEMENTED], ids=lambda m: m.short_id
 )

@@ -56,6 +56,7 @@ def agrees(response: httpx.Response) -> None:
     assert body["error"]["status"] in STATUS_OF_HTTP[response.status_code], body
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize("code", [c for c in Code if c is not Code.OK], ids=lambda c: c.name)
 def test_every_code_answers_an_http_status_of_the_table(code: Code) -> None:
     status = status_of(code)
@@ -181,6 +182,7 @@ ERRORS = [
 ]
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "http", "status"),
     [error[1:] for error in ERRORS],
@@ -206,6 +208,7 @@ def failing() -> ASGIApp:
     return app
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize(
     ("store_id", "http"), [("boom", 500), ("Unavailable", 503), ("Cancelled", 499)]
 )

@@ -145,6 +145,7 @@ async def test_all_studies_are_listed_with_their_counts(google: httpx.AsyncClien
     assert studies[CT_STUDY]["00080061"] == {"vr": "CS", "Value": ["CT"]}
 
 
+@pytest.mark.google_behaviour("qido-missing-attributes")
 async def test_results_carry_missing_default_attributes_as_their_vr_only(
     google: httpx.AsyncClient,
 ) -> None:
@@ -158,6 +159,7 @@ async def test_results_carry_missing_default_attributes_as_their_vr_only(
 # --- matching ----------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("qido-searchable-keys", "qido-date-range", "qido-fuzzy-matching")
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -165,7 +167,8 @@ async def test_results_carry_missing_default_attributes_as_their_vr_only(
         ({"00100010": "CompressedSamples^CT1"}, [CT_STUDY]),
         ({"StudyDate": "20040101-20041231"}, [CT_STUDY, MR_STUDY]),
         ({"StudyDate": "20200101-"}, [GENERATED_STUDY]),
-        # Any query word that starts any word of the name (GOOGLE-BEHAVIOUR item 31).
+        # Any query word that starts any word of the name
+        # (docs/google-behaviour.md#qido-fuzzy-matching).
         ({"PatientName": "compressedsamples ct", "fuzzymatching": "true"}, [CT_STUDY, MR_STUDY]),
         ({"PatientName": "ct1", "fuzzymatching": "true"}, [CT_STUDY]),
         ({"PatientName": "山田", "fuzzymatching": "true"}, [JAPANESE_STUDY]),
@@ -181,6 +184,7 @@ async def test_google_mode_matches_exactly_with_date_ranges_and_fuzzy_names(
     assert found(await google.get(WEB + "/studies", params=params)) == expected
 
 
+@pytest.mark.google_behaviour("qido-no-match", "qido-wildcards")
 async def test_google_mode_answers_no_match_with_204_and_no_body(
     google: httpx.AsyncClient,
 ) -> None:
@@ -197,6 +201,7 @@ async def test_google_mode_answers_no_match_with_204_and_no_body(
     assert response.status_code == 204
 
 
+@pytest.mark.google_behaviour("qido-no-match")
 async def test_standard_mode_answers_no_match_with_200_and_an_empty_array(
     standard: httpx.AsyncClient,
 ) -> None:
@@ -206,6 +211,7 @@ async def test_standard_mode_answers_no_match_with_200_and_an_empty_array(
     assert response.json() == []
 
 
+@pytest.mark.google_behaviour("qido-wildcards", "qido-searchable-keys")
 @pytest.mark.parametrize(
     ("path", "params", "expected"),
     [
@@ -226,6 +232,7 @@ async def test_standard_mode_has_wildcards_and_every_indexed_attribute(
     assert found(await standard.get(WEB + path, params=params)) == expected
 
 
+@pytest.mark.google_behaviour("qido-searchable-keys", "qido-unsupported-key")
 @pytest.mark.parametrize(
     ("path", "params", "key"),
     [
@@ -242,6 +249,7 @@ async def test_google_mode_refuses_keys_google_does_not_search_on(
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
+@pytest.mark.google_behaviour("qido-unsupported-key")
 @pytest.mark.parametrize(
     ("params", "key"),
     [
@@ -264,6 +272,7 @@ async def test_bad_query_parameters_are_400_naming_them(
 # --- results, limits and media types -------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("qido-includefield")
 async def test_includefield_adds_attributes_by_keyword_tag_or_all(
     google: httpx.AsyncClient,
 ) -> None:
@@ -279,6 +288,7 @@ async def test_includefield_adds_attributes_by_keyword_tag_or_all(
     assert "7FE00010" not in everything  # bulk data is WADO-RS's
 
 
+@pytest.mark.google_behaviour("qido-limit-offset")
 async def test_limit_above_the_maximum_is_lowered_without_a_warning(
     google: httpx.AsyncClient,
 ) -> None:
@@ -288,6 +298,7 @@ async def test_limit_above_the_maximum_is_lowered_without_a_warning(
     assert len(found(response)) == 1  # more exist: still no Warning header
 
 
+@pytest.mark.google_behaviour("qido-media-types")
 @pytest.mark.parametrize(
     ("accept", "media_type"),
     [
@@ -312,6 +323,7 @@ async def test_results_are_json_when_the_client_accepts_it(
     assert response.headers["content-type"] == media_type
 
 
+@pytest.mark.google_behaviour("qido-media-types")
 @pytest.mark.parametrize(
     "accept",
     ['multipart/related; type="application/dicom+xml"', "image/jpeg", "application/json;q=0"],
@@ -322,11 +334,13 @@ async def test_other_media_types_are_406(google: httpx.AsyncClient, accept: str)
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
+@pytest.mark.google_behaviour("retrieve-missing-resource")
 async def test_search_in_a_missing_store_is_404(google: httpx.AsyncClient) -> None:
     response = await google.get(f"/v1/{DATASET}/dicomStores/missing/dicomWeb/studies")
     error_message(response, 404)
 
 
+@pytest.mark.google_behaviour("wrong-http-method")
 async def test_search_routes_take_only_get(google: httpx.AsyncClient) -> None:
     response = await google.delete(WEB + "/instances")
     assert response.status_code == 404

@@ -194,6 +194,7 @@ def test_pydicom_ships_its_test_files() -> None:
     assert len(TEST_FILES) >= 70
 
 
+@pytest.mark.google_behaviour("stow-any-instance")
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
 async def test_every_pydicom_file_is_stored_or_refused_with_a_reason(
     app: App, client: httpx.AsyncClient, path: Path
@@ -225,6 +226,7 @@ async def test_every_pydicom_file_is_stored_or_refused_with_a_reason(
 # --- multipart ----------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("stow-request-types")
 async def test_multipart_of_three_instances_stores_each(client: httpx.AsyncClient) -> None:
     response = await client.post(
         STUDIES,
@@ -280,6 +282,7 @@ async def test_request_failing_with_parts_in_flight_leaves_no_row_and_no_blob(
     assert await app.catalog.instance_keys(store_key) == set()
 
 
+@pytest.mark.google_behaviour("stow-request-types")
 async def test_unquoted_type_parameter_is_accepted(client: httpx.AsyncClient) -> None:
     content_type = f"multipart/related; type={DICOM}; boundary={BOUNDARY}"
     response = await client.post(
@@ -289,6 +292,7 @@ async def test_unquoted_type_parameter_is_accepted(client: httpx.AsyncClient) ->
     assert await instance_count(client) == 1
 
 
+@pytest.mark.google_behaviour("stow-response-shape")
 async def test_instances_of_several_studies_have_no_top_level_retrieve_url(
     client: httpx.AsyncClient,
 ) -> None:
@@ -328,6 +332,7 @@ async def test_part_without_content_type_is_taken_as_dicom(client: httpx.AsyncCl
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.google_behaviour("stow-status")
 @pytest.mark.parametrize(("mode", "status"), [("google", 409), ("standard", 202)])
 async def test_mixed_batch_status_follows_the_mode(tmp_path: Path, mode: str, status: int) -> None:
     async with stow_client(tmp_path, dicomweb_mode=mode) as client:
@@ -345,6 +350,7 @@ async def test_mixed_batch_status_follows_the_mode(tmp_path: Path, mode: str, st
         assert await instance_count(client) == 1
 
 
+@pytest.mark.google_behaviour("stow-response-format")
 async def test_standard_mode_xml_has_the_native_dicom_namespace(tmp_path: Path) -> None:
     async with stow_client(tmp_path, dicomweb_mode="standard") as client:
         response = await client.post(STUDIES, content=instance(1), headers={"Content-Type": DICOM})
@@ -356,6 +362,7 @@ async def test_standard_mode_xml_has_the_native_dicom_namespace(tmp_path: Path) 
 # --- failures of one instance -------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("stow-duplicate")
 async def test_duplicate_fails_with_processing_failure_and_keeps_the_stored_copy(
     app: App, client: httpx.AsyncClient
 ) -> None:
@@ -381,6 +388,7 @@ async def test_duplicate_fails_with_processing_failure_and_keeps_the_stored_copy
     assert await instance_count(client) == 1
 
 
+@pytest.mark.google_behaviour("stow-study-mismatch")
 async def test_instance_of_another_study_than_the_path_fails(client: httpx.AsyncClient) -> None:
     response = await client.post(
         f"{STUDIES}/1.2.999",
@@ -396,6 +404,7 @@ async def test_instance_of_another_study_than_the_path_fails(client: httpx.Async
     assert await instance_count(client) == 0
 
 
+@pytest.mark.google_behaviour("stow-study-mismatch")
 async def test_instance_of_the_path_study_is_stored(client: httpx.AsyncClient) -> None:
     response = await client.post(
         f"{STUDIES}/1.2.826.0.1.3",
@@ -406,6 +415,7 @@ async def test_instance_of_the_path_study_is_stored(client: httpx.AsyncClient) -
     assert values(response.json(), RETRIEVE_URL) == [f"{BASE_URL}{STUDIES}/1.2.826.0.1.3"]
 
 
+@pytest.mark.google_behaviour("stow-any-instance", "stow-status")
 @pytest.mark.parametrize(
     "payload",
     [instance(1)[:-7], instance(1)[:200], b"garbage " * 100, b"\0" * 128 + b"DICM"],
@@ -465,6 +475,7 @@ def xml_attributes(element: ET.Element) -> dict[str, ET.Element]:
     return {child.attrib["tag"]: child for child in element.findall("DicomAttribute")}
 
 
+@pytest.mark.google_behaviour("stow-response-format")
 async def test_response_is_xml_by_default(client: httpx.AsyncClient) -> None:
     response = await client.post(STUDIES, content=instance(1), headers={"Content-Type": DICOM})
     assert response.status_code == 200, response.text
@@ -485,6 +496,7 @@ async def test_response_is_xml_by_default(client: httpx.AsyncClient) -> None:
     )
 
 
+@pytest.mark.google_behaviour("stow-failure-detail")
 async def test_xml_failure_has_google_failure_detail(client: httpx.AsyncClient) -> None:
     response = await client.post(STUDIES, content=b"not dicom", headers={"Content-Type": DICOM})
     assert response.status_code == 409, response.text
@@ -497,6 +509,7 @@ async def test_xml_failure_has_google_failure_detail(client: httpx.AsyncClient) 
     assert "Part 10" in (detail.findtext("Value") or "")
 
 
+@pytest.mark.google_behaviour("stow-response-format", "accept-negotiation")
 @pytest.mark.parametrize(
     ("accept", "media_type"),
     [
@@ -530,6 +543,7 @@ async def test_accept_picks_the_representation(
 # --- request-level errors: nothing stored --------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("stow-request-types")
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -554,6 +568,7 @@ async def test_unsupported_content_type_is_415(
     assert await instance_count(client) == 0
 
 
+@pytest.mark.google_behaviour("accept-negotiation")
 @pytest.mark.parametrize(
     "accept",
     ["image/png", "text/html, text/*", f"{DICOM_JSON};q=0, {DICOM_XML};q=0", "application/dicom"],
@@ -575,6 +590,7 @@ async def test_content_type_is_checked_before_the_store(client: httpx.AsyncClien
     assert "not found" in error_message(response, 404)
 
 
+@pytest.mark.google_behaviour("stow-uid-syntax")
 async def test_invalid_study_uid_in_path_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post(
         f"{STUDIES}/not-a-uid", content=instance(1), headers={"Content-Type": DICOM}
@@ -627,6 +643,7 @@ async def test_malformed_body_after_a_complete_part_stores_nothing_of_the_reques
     assert await instance_count(client) == 2
 
 
+@pytest.mark.google_behaviour("request-limits")
 @pytest.mark.parametrize("form", ["single", "single-chunked", "multipart"])
 async def test_instance_over_the_limit_is_413(tmp_path: Path, form: str) -> None:
     payload = instance(1)
@@ -650,6 +667,7 @@ async def test_instance_over_the_limit_is_413(tmp_path: Path, form: str) -> None
         assert await instance_count(client) == 0
 
 
+@pytest.mark.google_behaviour("request-limits")
 async def test_instance_at_the_limit_is_stored(tmp_path: Path) -> None:
     payload = instance(1)
     async with stow_client(tmp_path, max_instance_bytes=len(payload)) as client:
@@ -743,7 +761,7 @@ async def test_client_gone_mid_upload_is_499_and_stores_nothing(
     assert await instance_count(client) == 0
 
 
-# --- JSON metadata and bulk data (item 40; seed 001) -------------------------------------------
+# --- JSON metadata and bulk data (docs/google-behaviour.md#stow-json-bulkdata) ---------------
 
 
 def jpeg_frames(name: str) -> tuple[pydicom.Dataset, list[bytes]]:
@@ -752,8 +770,8 @@ def jpeg_frames(name: str) -> tuple[pydicom.Dataset, list[bytes]]:
     return ds, frames
 
 
-def seed_metadata(ds: pydicom.Dataset, **extra: Any) -> dict[str, Any]:
-    """Seed 001's instance.json template, its placeholders filled from `ds`."""
+def howto_metadata(ds: pydicom.Dataset, **extra: Any) -> dict[str, Any]:
+    """The instance.json template of Google's DICOMweb how-to, its placeholders filled from `ds`."""
     metadata: dict[str, Any] = {
         "00020010": {"vr": "UI", "Value": ["1.2.840.10008.1.2.4.50"]},
         "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
@@ -782,18 +800,20 @@ async def stored_dataset(app: App, sop: str = "1.2.826.0.1.3.4.5") -> pydicom.Da
     return pydicom.dcmread(io.BytesIO(data))
 
 
-async def test_seed_json_and_jpeg_example_creates_a_retrievable_instance(
+@pytest.mark.google_behaviour("stow-json-bulkdata")
+async def test_howto_json_and_jpeg_example_creates_a_retrievable_instance(
     app: App, client: httpx.AsyncClient
 ) -> None:
     source, (jpeg,) = jpeg_frames("SC_rgb_dcmtk_+eb+cy+np.dcm")
-    # Built exactly as seed 001's opening.file, instance.json, middle.file, image.jpg, closing.file.
+    # Built exactly as the how-to's opening.file, instance.json, middle.file, image.jpg and
+    # closing.file.
     opening = b"--DICOMwebBoundary\r\nContent-Type: application/dicom+json\r\n\r\n"
     middle = (
         b"\r\n--DICOMwebBoundary\r\nContent-Location: jpeg-image\r\n"
         b"Content-Type: image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50\r\n\r\n"
     )
     closing = b"\r\n--DICOMwebBoundary--"
-    body = opening + json.dumps([seed_metadata(source)]).encode() + middle + jpeg + closing
+    body = opening + json.dumps([howto_metadata(source)]).encode() + middle + jpeg + closing
     response = await client.post(
         STUDIES,
         content=body,
@@ -818,11 +838,12 @@ async def test_seed_json_and_jpeg_example_creates_a_retrievable_instance(
     assert await instance_count(client) == 1
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 async def test_json_multi_frame_jpeg_takes_one_part_per_frame(
     app: App, client: httpx.AsyncClient
 ) -> None:
     source, frames = jpeg_frames("examples_ybr_color.dcm")
-    metadata = seed_metadata(source, **{"00280008": {"vr": "IS", "Value": [len(frames)]}})
+    metadata = howto_metadata(source, **{"00280008": {"vr": "IS", "Value": [len(frames)]}})
     parts = [({"Content-Type": DICOM_JSON}, json.dumps([metadata]).encode())]
     parts += [
         ({"Content-Type": "image/jpeg", "Content-Location": "jpeg-image"}, frame)
@@ -836,6 +857,7 @@ async def test_json_multi_frame_jpeg_takes_one_part_per_frame(
     assert list(generate_frames(stored.PixelData, number_of_frames=len(frames))) == frames
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 async def test_json_native_pixel_data_from_an_octet_stream_part(
     app: App, client: httpx.AsyncClient
 ) -> None:
@@ -879,7 +901,7 @@ async def test_json_bulk_part_may_come_before_its_metadata(client: httpx.AsyncCl
     source, (jpeg,) = jpeg_frames("SC_rgb_dcmtk_+eb+cy+np.dcm")
     parts = [
         ({"Content-Type": "image/jpeg", "Content-Location": "jpeg-image"}, jpeg),
-        ({"Content-Type": DICOM_JSON}, json.dumps([seed_metadata(source)]).encode()),
+        ({"Content-Type": DICOM_JSON}, json.dumps([howto_metadata(source)]).encode()),
     ]
     response = await client.post(
         STUDIES, content=multipart(parts), headers={"Content-Type": MULTIPART_JSON}
@@ -920,6 +942,7 @@ def jpeg_request(metadata: dict[str, Any], jpeg: bytes, content_type: str) -> by
     )
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 @pytest.mark.parametrize(
     ("change", "part_type", "reason", "expected"),
     [
@@ -967,7 +990,7 @@ async def test_json_instance_problems_are_item_failures(
     expected: str,
 ) -> None:
     source, (jpeg,) = jpeg_frames("SC_rgb_dcmtk_+eb+cy+np.dcm")
-    body = jpeg_request(seed_metadata(source, **change), jpeg, part_type)
+    body = jpeg_request(howto_metadata(source, **change), jpeg, part_type)
     response = await client.post(
         STUDIES, content=body, headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON}
     )

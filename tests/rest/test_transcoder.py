@@ -95,6 +95,7 @@ def store_path(store_id: str) -> str:
 # --- datasets ----------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("create-returns", "operation-method-names")
 async def test_create_dataset_returns_a_done_operation_with_the_dataset(
     client: httpx.AsyncClient,
 ) -> None:
@@ -114,12 +115,14 @@ async def test_create_dataset_returns_a_done_operation_with_the_dataset(
     }
 
 
+@pytest.mark.google_behaviour("json-mapping")
 async def test_get_dataset_answers_lower_camel_case_json(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
     assert ok(await client.get(f"/v1/{dataset}")) == {"name": dataset, "timeZone": "UTC"}
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_datasets_pages_with_page_size_and_token(client: httpx.AsyncClient) -> None:
     for dataset_id in ("a", "b", "c"):
         await client.post(f"/v1/{LOCATION}/datasets", params={"datasetId": dataset_id})
@@ -168,6 +171,7 @@ FULL_STORE = {
 }
 
 
+@pytest.mark.google_behaviour("store-id")
 async def test_create_store_takes_its_id_from_the_query(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -175,6 +179,7 @@ async def test_create_store_takes_its_id_from_the_query(
     assert store == {"name": f"{dataset}/dicomStores/ct", **FULL_STORE}
 
 
+@pytest.mark.google_behaviour("resource-names")
 async def test_create_store_twice_is_409_already_exists(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -188,6 +193,7 @@ async def test_get_store_answers_the_store(client: httpx.AsyncClient, dataset: s
     assert ok(await client.get(store_path("ct"))) == created
 
 
+@pytest.mark.google_behaviour("list-label-filter", "list-paging")
 async def test_list_stores_filters_and_pages(client: httpx.AsyncClient, dataset: str) -> None:
     for store_id, env in (("a", "prod"), ("b", "test"), ("c", "prod"), ("d", "prod")):
         await create_store(client, store_id, labels={"env": env})
@@ -207,6 +213,7 @@ async def test_list_stores_filters_and_pages(client: httpx.AsyncClient, dataset:
     assert "nextPageToken" not in second
 
 
+@pytest.mark.google_behaviour("list-label-filter")
 async def test_list_stores_with_bad_filter_is_400_saying_where(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -216,6 +223,7 @@ async def test_list_stores_with_bad_filter_is_400_saying_where(
     assert message.startswith("filter")
 
 
+@pytest.mark.google_behaviour("update-mask")
 async def test_patch_store_changes_only_the_masked_paths(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -232,6 +240,7 @@ async def test_patch_store_changes_only_the_masked_paths(
     assert patched["streamConfigs"] == FULL_STORE["streamConfigs"]
 
 
+@pytest.mark.google_behaviour("update-mask")
 async def test_patch_store_without_update_mask_is_400(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -240,12 +249,14 @@ async def test_patch_store_without_update_mask_is_400(
     assert "update_mask" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("delete-store")
 async def test_delete_store_answers_empty_object(client: httpx.AsyncClient, dataset: str) -> None:
     await create_store(client, "ct")
     assert ok(await client.delete(store_path("ct"))) == {}
     error(await client.get(store_path("ct")), 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("store-metrics")
 async def test_metrics_of_an_empty_store_name_the_store(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -255,11 +266,13 @@ async def test_metrics_of_an_empty_store_name_the_store(
     }
 
 
+@pytest.mark.google_behaviour("resource-names")
 async def test_metrics_of_missing_store_is_404(client: httpx.AsyncClient, dataset: str) -> None:
     response = await client.get(f"{store_path('nope')}:getDICOMStoreMetrics")
     error(response, 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("operations-under-dataset", "operation-method-names")
 async def test_import_returns_an_operation_of_the_dataset(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -280,6 +293,7 @@ async def test_import_with_bad_uri_is_400(client: httpx.AsyncClient, dataset: st
     assert error(response, 400, "INVALID_ARGUMENT").startswith("gcs_source.uri")
 
 
+@pytest.mark.google_behaviour("operations-under-dataset", "operation-method-names")
 async def test_export_returns_an_operation_of_the_dataset(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -316,6 +330,7 @@ async def wait_done(client: httpx.AsyncClient, name: str) -> Any:
     raise AssertionError(f"{name} did not finish")
 
 
+@pytest.mark.google_behaviour("operation-metadata")
 async def test_get_operation_answers_it_with_metadata(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -326,6 +341,7 @@ async def test_get_operation_answers_it_with_metadata(
     assert "createTime" in operation["metadata"]
 
 
+@pytest.mark.google_behaviour("operations-under-dataset", "operations-list-filter")
 async def test_list_operations_filters_and_pages(client: httpx.AsyncClient, dataset: str) -> None:
     name = await start_import(client)
     await wait_done(client, name)
@@ -339,6 +355,7 @@ async def test_list_operations_filters_and_pages(client: httpx.AsyncClient, data
     assert ok(await client.get(url, params={"filter": "done=false"})) == {}
 
 
+@pytest.mark.google_behaviour("operations-list-filter")
 async def test_list_operations_with_partial_success_is_400(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -348,6 +365,7 @@ async def test_list_operations_with_partial_success_is_400(
     assert error(response, 400, "INVALID_ARGUMENT").startswith("return_partial_success")
 
 
+@pytest.mark.google_behaviour("operation-cancel")
 async def test_cancel_operation_answers_empty_object(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -362,6 +380,7 @@ async def test_get_of_missing_operation_is_404(client: httpx.AsyncClient, datase
     error(await client.get(f"/v1/{dataset}/operations/12345"), 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("operations-under-dataset")
 @pytest.mark.parametrize(
     ("method", "path", "http", "status"),
     [
@@ -381,6 +400,7 @@ async def test_operations_are_served_only_under_datasets(
 # --- paths -------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("store-id")
 @pytest.mark.parametrize("store_id", ["with space", "é", "a:b", "x%41", "😀 ü+&?#"])
 async def test_store_id_in_path_is_percent_decoded_once(
     client: httpx.AsyncClient, dataset: str, store_id: str
@@ -394,6 +414,7 @@ async def test_store_id_in_path_is_percent_decoded_once(
     assert [s["name"] for s in listed["dicomStores"]] == [created["name"]]
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 async def test_encoded_colon_is_part_of_the_id_not_a_verb(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -405,6 +426,7 @@ async def test_encoded_colon_is_part_of_the_id_not_a_verb(
     assert ok(await client.get(f"{STORES}/s%3AgetDICOMStoreMetrics")) == named_like_a_verb
 
 
+@pytest.mark.google_behaviour("unimplemented-methods")
 async def test_unknown_verb_is_501_naming_it_not_part_of_the_id(
     client: httpx.AsyncClient, dataset: str
 ) -> None:
@@ -430,6 +452,7 @@ async def test_path_that_is_not_utf8_is_400(client: httpx.AsyncClient, dataset: 
     error(await client.get(f"{STORES}/%FF"), 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize(
     "path",
     [
@@ -447,6 +470,7 @@ async def test_unknown_path_is_404_in_google_error_shape(
     error(await client.get(path.format(dataset=dataset)), 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("wrong-http-method")
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
@@ -478,6 +502,7 @@ async def test_healthz_is_unchanged(client: httpx.AsyncClient) -> None:
 # --- query parameters and bodies over the real services -----------------------------------------
 
 
+@pytest.mark.google_behaviour("system-parameters")
 @pytest.mark.parametrize(
     "params",
     [
@@ -495,6 +520,7 @@ async def test_system_parameters_are_accepted_and_ignored(
     assert listed["dicomStores"][0]["labels"] == {"a": "b"}
 
 
+@pytest.mark.google_behaviour("system-parameters")
 async def test_alt_other_than_json_is_400(client: httpx.AsyncClient, dataset: str) -> None:
     assert error(await client.get(STORES, params={"alt": "media"}), 400, "INVALID_ARGUMENT")
 
@@ -632,6 +658,7 @@ def failing() -> tuple[ASGIApp, io.StringIO]:
     return rest_app((DICOM_SERVICE, Failing()))
 
 
+@pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize("cls", DOMAIN_ERRORS, ids=lambda c: c.__name__)
 async def test_domain_error_becomes_its_http_status_and_name(
     failing: tuple[ASGIApp, io.StringIO], cls: type[errors.DicomStoreError]
@@ -646,6 +673,7 @@ async def test_domain_error_becomes_its_http_status_and_name(
     assert status.name == cls.code.name
 
 
+@pytest.mark.google_behaviour("error-model")
 async def test_unexpected_error_is_500_with_request_id_and_no_details(
     failing: tuple[ASGIApp, io.StringIO], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -907,6 +935,7 @@ async def test_single_segment_variable_is_fully_decoded(
     assert ok(await http.get("/v1/one/a%2Fb%3Ac"))["name"] == "a/b:c"
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 async def test_custom_method_and_response_body(echo: tuple[httpx.AsyncClient, Echo]) -> None:
     http, _ = echo
     assert ok(await http.request("SEARCH", "/v1/things/t1:search")) == {"name": "things/t1"}
@@ -914,6 +943,7 @@ async def test_custom_method_and_response_body(echo: tuple[httpx.AsyncClient, Ec
     assert answer == {"text": "x"}
 
 
+@pytest.mark.google_behaviour("json-mapping")
 async def test_int64_fields_are_json_strings(echo: tuple[httpx.AsyncClient, Echo]) -> None:
     http, _ = echo
     answer = ok(await http.get("/v1/things/t1", params={"big": str(2**63 - 1)}))

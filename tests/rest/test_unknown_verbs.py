@@ -38,6 +38,7 @@ async def _agrees(response: httpx.Response) -> None:
     agrees(response)
 
 
+@pytest.mark.google_behaviour("unimplemented-methods")
 @pytest.mark.parametrize(
     ("path", "collections"),
     [
@@ -89,6 +90,7 @@ async def test_verb_on_a_path_no_route_serves_is_404(
     assert error(response, 404, "NOT_FOUND").startswith("no method is served at")
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 async def test_encoded_colon_in_a_study_uid_is_part_of_the_uid(
     client: httpx.AsyncClient,
 ) -> None:
@@ -98,6 +100,7 @@ async def test_encoded_colon_in_a_study_uid_is_part_of_the_uid(
     assert "1.2:getStudyMetrics" in error(response, 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("wrong-http-method")
 async def test_known_verb_with_another_http_method_is_404_not_501(
     client: httpx.AsyncClient,
 ) -> None:

@@ -173,6 +173,7 @@ async def study_of_three(instances: Instances) -> list[bytes]:
 # --- retrieve: study, series, instance ----------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("retrieve-media-types")
 async def test_study_is_multipart_dicom_one_part_per_instance(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -188,6 +189,7 @@ async def test_study_is_multipart_dicom_one_part_per_instance(
     )
 
 
+@pytest.mark.google_behaviour("retrieve-media-types")
 @pytest.mark.parametrize(
     ("path", "count"),
     [
@@ -204,6 +206,7 @@ async def test_series_and_instance_return_their_own_instances(
     assert len(parts) == count
 
 
+@pytest.mark.google_behaviour("stow-any-instance")
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
 async def test_every_stored_pydicom_file_comes_back_byte_identical(
     client: httpx.AsyncClient, instances: Instances, path: Path
@@ -230,6 +233,7 @@ async def test_every_stored_pydicom_file_comes_back_byte_identical(
     assert headers["content-type"] == f"application/dicom; transfer-syntax={stored_syntax}"
 
 
+@pytest.mark.google_behaviour("retrieve-media-types")
 async def test_single_part_instance_has_the_stored_syntax_and_length(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -274,6 +278,7 @@ LE_ACCEPT_RULES: list[tuple[str | None, str | int]] = [
 ]
 
 
+@pytest.mark.google_behaviour("accept-negotiation", "retrieve-default-syntax")
 @pytest.mark.parametrize(("accept", "outcome"), LE_ACCEPT_RULES)
 async def test_accept_negotiation_for_an_explicit_little_endian_instance(
     client: httpx.AsyncClient, instances: Instances, accept: str | None, outcome: str | int
@@ -298,6 +303,7 @@ async def test_accept_negotiation_for_an_explicit_little_endian_instance(
         assert body == data
 
 
+@pytest.mark.google_behaviour("retrieve-default-syntax")
 @pytest.mark.parametrize(
     "accept",
     [
@@ -326,6 +332,7 @@ async def test_default_syntax_of_a_compressed_instance_is_explicit_little_endian
     assert (decoded.pixel_array == original.pixel_array).all()
 
 
+@pytest.mark.google_behaviour("retrieve-default-syntax")
 @pytest.mark.parametrize(
     "accept",
     [
@@ -372,6 +379,7 @@ async def test_study_of_mixed_syntaxes_is_returned_in_the_one_asked(
     assert [h["content-type"].rpartition("=")[2] for h, _ in parts] == [LE, ExplicitVRBigEndian]
 
 
+@pytest.mark.google_behaviour("accept-negotiation", "retrieve-bad-request")
 async def test_malformed_accept_is_400(client: httpx.AsyncClient, instances: Instances) -> None:
     await study_of_three(instances)
     response = await client.get(
@@ -380,6 +388,7 @@ async def test_malformed_accept_is_400(client: httpx.AsyncClient, instances: Ins
     assert "Accept" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("retrieve-missing-resource")
 @pytest.mark.parametrize(
     "path",
     [
@@ -402,6 +411,7 @@ async def test_missing_resource_is_404_not_403(
     error(await client.get(WEB + path), 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("retrieve-missing-resource")
 async def test_unknown_store_is_404(client: httpx.AsyncClient, store: str) -> None:
     response = await client.get(f"/v1/{DATASET}/dicomStores/nope/dicomWeb/studies/{STUDY}")
     error(response, 404, "NOT_FOUND")
@@ -410,6 +420,7 @@ async def test_unknown_store_is_404(client: httpx.AsyncClient, store: str) -> No
 # --- metadata -------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("metadata-media-types")
 @pytest.mark.parametrize(
     ("path", "sops"),
     [
@@ -430,6 +441,7 @@ async def test_metadata_is_a_dicom_json_array_of_the_instances(
     assert body[0]["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules")
 async def test_metadata_bulkdata_uris_are_absolute_and_retrievable(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -446,6 +458,7 @@ async def test_metadata_bulkdata_uris_are_absolute_and_retrievable(
     assert body == ds.PixelData
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules")
 async def test_nested_bulkdata_uris_are_rewritten(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -455,6 +468,7 @@ async def test_nested_bulkdata_uris_are_rewritten(
     assert uri == f"{BASE_URL}{instance_path(result)}/bulkdata/54000100/1/54001010"
 
 
+@pytest.mark.google_behaviour("metadata-media-types")
 @pytest.mark.parametrize(
     ("accept", "media_type"),
     [
@@ -486,6 +500,7 @@ async def test_metadata_accept_negotiation(
         assert response.headers["content-type"] == f"{media_type}; charset=utf-8"
 
 
+@pytest.mark.google_behaviour("metadata-media-types")
 @pytest.mark.parametrize(
     "path",
     [
@@ -508,6 +523,7 @@ async def test_metadata_as_application_json_is_the_dicom_json_body(
     assert plain.json()[0]["7FE00010"]["BulkDataURI"].startswith(f"{BASE_URL}{WEB}/studies/")
 
 
+@pytest.mark.google_behaviour("metadata-media-types")
 async def test_metadata_as_xml_says_it_is_not_available_yet(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -535,6 +551,7 @@ async def test_metadata_of_many_instances_streams_in_batches(
 # --- bulk data ------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 async def test_bulkdata_default_is_one_octet_stream_part(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -547,6 +564,7 @@ async def test_bulkdata_default_is_one_octet_stream_part(
     assert headers["content-location"] == BASE_URL + url
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 @pytest.mark.parametrize(
     "accept", ["application/octet-stream", "application/octet-stream; transfer-syntax=*"]
 )
@@ -585,6 +603,7 @@ async def test_bulkdata_accepts_what_clients_send(
     assert body == ds.PixelData
 
 
+@pytest.mark.google_behaviour("accept-negotiation")
 async def test_bulkdata_in_an_unacceptable_type_is_406(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -595,6 +614,7 @@ async def test_bulkdata_in_an_unacceptable_type_is_406(
     assert f"{MULTIPART_OCTET}; transfer-syntax=*" in not_acceptable(response)
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 async def test_nested_bulkdata_is_the_item_value(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -619,6 +639,7 @@ async def test_large_bulkdata_is_read_from_its_window_of_the_file(
     assert response.content == little
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 @pytest.mark.parametrize(("rows", "bits"), [(300, 16), (300, 8), (3, 32), (5, 16)])
 async def test_big_endian_bulkdata_is_returned_little_endian(
     client: httpx.AsyncClient, instances: Instances, rows: int, bits: int
@@ -680,6 +701,7 @@ async def test_numeric_bulkdata_is_packed_little_endian(
     assert response.content == struct.pack("<600H", *range(600))
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 @pytest.mark.parametrize(
     "path", ["00100010", "00091234", "7FE00010/0/00100010", "54000100/9/54001010"]
 )
@@ -690,6 +712,7 @@ async def test_bulkdata_that_is_not_there_is_404(
     error(await client.get(f"{instance_path(result)}/bulkdata/{path}"), 404, "NOT_FOUND")
 
 
+@pytest.mark.google_behaviour("retrieve-bad-request")
 @pytest.mark.parametrize("path", ["7FE0001", "7FE00010/x/00100010", "7FE00010/0", "tag", ""])
 async def test_malformed_bulkdata_path_is_400(
     client: httpx.AsyncClient, instances: Instances, path: str
@@ -699,6 +722,7 @@ async def test_malformed_bulkdata_path_is_400(
     assert "bulkdata" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 async def test_compressed_pixel_data_bulkdata_is_decoded(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -714,6 +738,7 @@ async def test_compressed_pixel_data_bulkdata_is_decoded(
 # --- frames ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("frame-media-types")
 async def test_frames_are_one_octet_stream_part_each_in_the_order_asked(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -730,6 +755,7 @@ async def test_frames_are_one_octet_stream_part_each_in_the_order_asked(
     }
 
 
+@pytest.mark.google_behaviour("frame-media-types")
 @pytest.mark.parametrize(
     "accept", ["application/octet-stream", f"application/octet-stream; transfer-syntax={LE}"]
 )
@@ -744,6 +770,7 @@ async def test_one_frame_as_single_part_octet_stream(
     assert response.content == ds.PixelData[24:48]
 
 
+@pytest.mark.google_behaviour("accept-negotiation", "frame-media-types")
 @pytest.mark.parametrize(
     ("frames", "accept"),
     [
@@ -762,6 +789,7 @@ async def test_frames_in_an_unacceptable_type_are_406(
     assert f"{MULTIPART_OCTET}; transfer-syntax=*" in not_acceptable(response)
 
 
+@pytest.mark.google_behaviour("retrieve-bad-request")
 @pytest.mark.parametrize("frames", ["4", "0", "1,x", "", "1,,2", "-1", "1.5"])
 async def test_bad_or_missing_frame_numbers_are_400(
     client: httpx.AsyncClient, instances: Instances, frames: str
@@ -774,6 +802,7 @@ async def test_bad_or_missing_frame_numbers_are_400(
     assert "frame" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("retrieve-bad-request")
 async def test_frames_of_an_instance_without_pixel_data_are_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -782,6 +811,7 @@ async def test_frames_of_an_instance_without_pixel_data_are_400(
     assert "no Pixel Data" in message
 
 
+@pytest.mark.google_behaviour("frame-media-types")
 async def test_frames_of_a_compressed_instance_are_decoded(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -855,6 +885,7 @@ async def test_frames_of_a_large_instance_are_read_by_range(
 # --- rendered -------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("rendered-media-types")
 @pytest.mark.parametrize("suffix", ["/rendered", "/frames/1/rendered"])
 @pytest.mark.parametrize(
     ("accept", "media_type"),
@@ -882,6 +913,7 @@ async def test_rendered_is_an_image_of_the_frame(
     assert (picture.format, picture.size, picture.mode) == (media_type[6:].upper(), (5, 6), "L")
 
 
+@pytest.mark.google_behaviour("retrieve-bad-request")
 async def test_rendered_frame_out_of_range_is_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:

@@ -34,7 +34,7 @@ from dicomstore.core.errors import Unavailable
 from dicomstore.core.instances import Instances
 from dicomstore.pixel_jobs import ping
 from tests.conftest import DATASET, settings_for
-from tests.rest.test_stow import MULTIPART_JSON, STUDIES, jpeg_frames, seed_metadata
+from tests.rest.test_stow import MULTIPART_JSON, STUDIES, howto_metadata, jpeg_frames
 from tests.rest.test_stow import multipart as multipart_body
 from tests.rest.test_transcoder import client_for
 from tests.rest.test_wado import (
@@ -81,6 +81,7 @@ def ct(frames: int = 1, rows: int = 64, columns: int = 48) -> pydicom.Dataset:
 # --- transcoded retrieve --------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("retrieve-transcode-targets")
 @pytest.mark.parametrize(
     "target", [ExplicitVRLittleEndian, "1.2.840.10008.1.2", RLELossless, JPEG2000Lossless]
 )
@@ -117,6 +118,7 @@ async def test_multi_frame_transcode_streams_every_frame_in_order(
     assert np.array_equal(out.pixel_array, source.pixel_array)
 
 
+@pytest.mark.google_behaviour("transcode-errors")
 async def test_impossible_transcode_is_400_in_googles_words(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -137,6 +139,7 @@ def result_study(result: object) -> str:
     return path[len("/v1/") : path.index("/series/")]
 
 
+@pytest.mark.google_behaviour("retrieve-transcode-targets", "accept-negotiation")
 async def test_syntax_never_produced_is_406_listing_those_that_are(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -174,6 +177,7 @@ def decode_frame(data: bytes, like: pydicom.Dataset, syntax: str) -> np.ndarray:
     return array
 
 
+@pytest.mark.google_behaviour("frame-media-types")
 @pytest.mark.parametrize(
     ("accept", "syntax"),
     [
@@ -229,6 +233,7 @@ async def test_jpeg_frame_of_an_eight_bit_colour_image(
     assert np.abs(np.asarray(picture).astype(int) - expected.astype(int)).mean() < 3
 
 
+@pytest.mark.google_behaviour("frame-media-types")
 async def test_frame_stored_in_the_syntax_asked_is_sent_as_stored(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -242,6 +247,7 @@ async def test_frame_stored_in_the_syntax_asked_is_sent_as_stored(
     assert response.content == stored
 
 
+@pytest.mark.google_behaviour("transcode-errors")
 async def test_jpeg_frame_of_sixteen_bit_data_is_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -252,6 +258,7 @@ async def test_jpeg_frame_of_sixteen_bit_data_is_400(
     assert "JPEG Baseline holds 8-bit unsigned samples" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("retrieve-bad-request")
 async def test_frame_out_of_range_names_the_valid_range(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -265,6 +272,7 @@ async def test_frame_out_of_range_names_the_valid_range(
 # --- rendered -------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("rendered-parameters")
 async def test_rendered_viewport_fits_the_image(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -278,6 +286,7 @@ async def test_rendered_viewport_fits_the_image(
     assert Image.open(io.BytesIO(response.content)).size == (18, 24)
 
 
+@pytest.mark.google_behaviour("rendered-media-types")
 async def test_rendered_frame_is_that_frame(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -294,6 +303,7 @@ async def test_rendered_frame_is_that_frame(
     assert int(third.astype(int).sum()) > int(first.astype(int).sum())
 
 
+@pytest.mark.google_behaviour("rendered-media-types")
 async def test_rendered_several_frames_is_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
@@ -302,12 +312,14 @@ async def test_rendered_several_frames_is_400(
     assert "one frame number" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("rendered-limits")
 async def test_malformed_viewport_is_400(client: httpx.AsyncClient, instances: Instances) -> None:
     result = await ingest(instances, part10(ct()))
     response = await client.get(f"{instance_path(result)}/rendered", params={"viewport": "0,x"})
     assert "viewport" in error(response, 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.google_behaviour("rendered-parameters")
 @pytest.mark.parametrize(("mode", "honoured"), [("google", False), ("standard", True)])
 async def test_window_and_quality_are_standard_mode_parameters(
     tmp_path: Path, mode: str, honoured: bool
@@ -334,7 +346,7 @@ async def test_jpeg_stored_through_json_and_bulk_data_renders(
     client: httpx.AsyncClient,
 ) -> None:
     source, (jpeg,) = jpeg_frames("SC_rgb_dcmtk_+eb+cy+np.dcm")
-    metadata = seed_metadata(source)
+    metadata = howto_metadata(source)
     parts = [
         ({"Content-Type": "application/dicom+json"}, json.dumps([metadata]).encode()),
         ({"Content-Type": "image/jpeg", "Content-Location": "jpeg-image"}, jpeg),
@@ -358,6 +370,7 @@ async def test_jpeg_stored_through_json_and_bulk_data_renders(
 # --- the pool -------------------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("rendered-limits")
 async def test_request_over_the_memory_limit_is_refused(tmp_path: Path) -> None:
     app = App(settings_for(tmp_path / "data", pixel_memory_limit=1 << 20))
     await app.start()

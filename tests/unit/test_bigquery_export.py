@@ -8,6 +8,8 @@ from dicomstore.core.bigquery_export import WritePlan, check_destination, write_
 from dicomstore.core.errors import FailedPrecondition
 from dicomstore.core.model import WriteDisposition
 
+pytestmark = pytest.mark.google_behaviour("bigquery-write-disposition")
+
 W = WriteDisposition
 EMPTY = WritePlan(empty_only=True)
 TRUNCATE = WritePlan(truncate=True)

@@ -30,6 +30,7 @@ def dropped(row: BigQueryRow) -> list[tuple[str, str]]:
     return [(d["TagName"], d["TagReference"]) for d in row.values["DroppedTags"]]
 
 
+@pytest.mark.google_behaviour("bigquery-vr-types")
 @pytest.mark.parametrize(
     ("tag", "vr", "value", "keyword", "column_type", "expected"),
     [
@@ -75,6 +76,7 @@ def test_column_type_follows_the_vr(
     assert dropped(row) == []
 
 
+@pytest.mark.google_behaviour("bigquery-vr-types")
 @pytest.mark.parametrize(
     ("tag", "vr", "values", "keyword", "column_type", "expected"),
     [
@@ -101,6 +103,7 @@ def test_empty_element_gets_a_typed_null_column() -> None:
     assert dropped(row) == []
 
 
+@pytest.mark.google_behaviour("bigquery-person-name")
 def test_person_name_is_a_record_of_groups_of_components() -> None:
     name = {"Alphabetic": "Yamada^Tarou^^Dr^Jr", "Ideographic": "山田^太郎", "Phonetic": "やまだ"}
     row = row_of({"00100010": {"vr": "PN", "Value": [name]}})
@@ -126,12 +129,14 @@ def test_person_name_is_a_record_of_groups_of_components() -> None:
     assert value["Phonetic"]["FamilyName"] == "やまだ"
 
 
+@pytest.mark.google_behaviour("bigquery-person-name")
 def test_person_name_with_only_alphabetic_has_null_other_groups() -> None:
     row = row_of({"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe"}]}})
     assert row.values["PatientName"]["Ideographic"] is None
     assert row.values["PatientName"]["Alphabetic"]["FamilyName"] == "Doe"
 
 
+@pytest.mark.google_behaviour("bigquery-person-name")
 def test_multi_valued_person_name_is_a_repeated_record() -> None:
     names = [{"Alphabetic": "A^B"}, {"Alphabetic": "C^D"}]
     row = row_of({"00081070": {"vr": "PN", "Value": names}})  # OperatorsName, VM 1-n
@@ -139,6 +144,7 @@ def test_multi_valued_person_name_is_a_repeated_record() -> None:
     assert [n["Alphabetic"]["GivenName"] for n in row.values["OperatorsName"]] == ["B", "D"]
 
 
+@pytest.mark.google_behaviour("bigquery-sequences-and-private")
 def test_sequence_is_a_repeated_record_of_its_items_fields() -> None:
     image_ref = {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}}
     series = [
@@ -161,6 +167,7 @@ def test_sequence_is_a_repeated_record_of_its_items_fields() -> None:
     ]
 
 
+@pytest.mark.google_behaviour("bigquery-schema-columns")
 def test_empty_sequence_gets_no_column() -> None:
     row = row_of({"00081115": {"vr": "SQ"}, "00081140": {"vr": "SQ", "Value": [{}]}})
     names = {c.name for c in row.columns}
@@ -168,6 +175,7 @@ def test_empty_sequence_gets_no_column() -> None:
     assert "ReferencedImageSequence" not in names
 
 
+@pytest.mark.google_behaviour("bigquery-sequences-and-private")
 @pytest.mark.parametrize(
     ("attribute", "keyword", "tag"),
     [
@@ -223,6 +231,7 @@ def test_text_element_of_vm_1_with_several_values_keeps_them_joined() -> None:
     assert row.values["Modality"] == "CT\\PT"
 
 
+@pytest.mark.google_behaviour("bigquery-sequences-and-private")
 def test_dropped_tag_inside_a_sequence_names_its_path() -> None:
     item = {"00080020": {"vr": "DA", "Value": ["bad"]}, "00081150": {"vr": "UI", "Value": ["1"]}}
     row = row_of({"00081115": {"vr": "SQ", "Value": [{}, item]}})
@@ -230,6 +239,7 @@ def test_dropped_tag_inside_a_sequence_names_its_path() -> None:
     assert row.values["ReferencedSeriesSequence"][1]["StudyDate"] is None
 
 
+@pytest.mark.google_behaviour("bigquery-sequences-and-private")
 def test_private_sequence_is_a_tag_column_and_private_elements_go_to_other_elements() -> None:
     item = {"00291010": {"vr": "LO", "Value": ["inner"]}, "00080060": {"vr": "CS", "Value": ["MR"]}}
     row = row_of(
@@ -250,6 +260,7 @@ def test_private_sequence_is_a_tag_column_and_private_elements_go_to_other_eleme
     assert dropped(row) == [("00291040", "00291040")]
 
 
+@pytest.mark.google_behaviour("bigquery-bookkeeping-columns")
 def test_bookkeeping_columns_close_the_row() -> None:
     row = row_of({"00080060": {"vr": "CS", "Value": ["CT"]}}, storage_class="ARCHIVE")
     assert [c.name for c in row.columns] == [
@@ -267,6 +278,7 @@ def test_bookkeeping_columns_close_the_row() -> None:
     assert row.values["BlobStorageSize"] == 1234
 
 
+@pytest.mark.google_behaviour("bigquery-include-source-store")
 def test_source_store_column_only_when_asked() -> None:
     store = "projects/p/locations/l/datasets/d/dicomStores/s"
     row = row_of({}, source_store=store)
@@ -275,6 +287,7 @@ def test_source_store_column_only_when_asked() -> None:
     assert "SourceDicomStore" not in {c.name for c in row_of({}).columns}
 
 
+@pytest.mark.google_behaviour("bigquery-schema-columns")
 def test_file_meta_elements_are_columns_first() -> None:
     meta = file_meta_json(
         transfer_syntax_uid="1.2.840.10008.1.2.1", sop_class_uid="1.2.3", sop_instance_uid="4.5"

@@ -71,6 +71,7 @@ def folder_names(root: Path) -> list[str]:
 # Create and get
 
 
+@pytest.mark.google_behaviour("create-returns")
 async def test_create_returns_done_operation_with_dataset(
     datasets: Datasets, operations: Operations
 ) -> None:
@@ -284,6 +285,7 @@ async def test_patch_invalid_argument_when_name_malformed(datasets: Datasets) ->
 # Delete
 
 
+@pytest.mark.google_behaviour("delete-store")
 async def test_delete_removes_stores_blob_folders_and_operations(
     datasets: Datasets,
     stores: DicomStores,

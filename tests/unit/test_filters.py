@@ -7,6 +7,8 @@ import pytest
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.filters import parse_filter
 
+pytestmark = pytest.mark.google_behaviour("list-label-filter")
+
 PROD = {"env": "prod", "team": "radiology", "tier": "10"}
 DEV = {"env": "dev", "team": "cardiology", "tier": "9"}
 BARE: dict[str, str] = {}

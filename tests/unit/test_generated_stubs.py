@@ -2,7 +2,8 @@
 
 Google's reference for the field names and REST bindings is the discovery
 document ``healthcare.v1.json`` shipped inside google-api-python-client; the
-RPC names come from the RPC reference (seed 003_c02a7cef2ee4aed1.txt).
+RPC names come from Google's RPC reference for ``google.cloud.healthcare.v1.dicom``
+(docs/google-behaviour.md#grpc-dicom-service, #proto-field-numbers).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def test_generated_stubs_match_protos() -> None:
     assert result.returncode == 0, f"stale stubs:\n{result.stdout}{result.stderr}"
 
 
+@pytest.mark.google_behaviour("grpc-dicom-service")
 @pytest.mark.parametrize(
     ("service", "expected"),
     [
@@ -191,6 +193,7 @@ def test_service_has_exactly_the_api_methods(
     assert all(not m.client_streaming and not m.server_streaming for m in service.methods)
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 @pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
 def test_http_rule_is_googles_binding(method: descriptor.MethodDescriptor) -> None:
     rule = http_rule(method)
@@ -200,6 +203,7 @@ def test_http_rule_is_googles_binding(method: descriptor.MethodDescriptor) -> No
     assert not rule.additional_bindings
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 @pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
 def test_http_rule_matches_discovery_document(method: descriptor.MethodDescriptor) -> None:
     google = discovery_method(DISCOVERY_METHODS[method.name])
@@ -214,6 +218,7 @@ def test_http_rule_matches_discovery_document(method: descriptor.MethodDescripto
     assert bool(rule.body) == ("request" in google)
 
 
+@pytest.mark.google_behaviour("rest-bindings")
 def test_get_dicom_store_metrics_is_bound_to_get_with_custom_verb() -> None:
     rule = http_rule(DICOM_SERVICE.methods_by_name["GetDicomStoreMetrics"])
     assert rule.get == (
@@ -221,6 +226,7 @@ def test_get_dicom_store_metrics_is_bound_to_get_with_custom_verb() -> None:
     )
 
 
+@pytest.mark.google_behaviour("proto-field-numbers")
 @pytest.mark.parametrize("schema", sorted(SCHEMAS))
 def test_proto_has_every_discovery_property(schema: str) -> None:
     message, lacking = SCHEMAS[schema]
@@ -230,6 +236,7 @@ def test_proto_has_every_discovery_property(schema: str) -> None:
     assert not set(lacking) & ours, "a deliberately lacking property is now defined: drop it"
 
 
+@pytest.mark.google_behaviour("proto-field-numbers")
 @pytest.mark.parametrize("schema", sorted(SCHEMAS))
 def test_proto_has_no_property_unknown_to_discovery(schema: str) -> None:
     message, _ = SCHEMAS[schema]
@@ -238,6 +245,7 @@ def test_proto_has_no_property_unknown_to_discovery(schema: str) -> None:
     assert not extra
 
 
+@pytest.mark.google_behaviour("proto-field-numbers", "json-mapping")
 @pytest.mark.parametrize("schema", sorted(SCHEMAS))
 def test_proto_field_types_match_discovery(schema: str) -> None:
     message, _ = SCHEMAS[schema]
@@ -261,6 +269,7 @@ def test_proto_field_types_match_discovery(schema: str) -> None:
             assert field.message_type.GetOptions().map_entry, name
 
 
+@pytest.mark.google_behaviour("json-mapping", "store-config-fields")
 def test_dicom_store_json_round_trips_with_discovery_names() -> None:
     document = {
         "name": "projects/p/locations/l/datasets/d/dicomStores/s",
@@ -290,6 +299,7 @@ def test_dicom_store_json_round_trips_with_discovery_names() -> None:
     assert json_format.MessageToDict(store) == document
 
 
+@pytest.mark.google_behaviour("json-mapping", "store-metrics")
 def test_metrics_json_carries_int64_as_strings() -> None:
     metrics = dicom_pb2.DicomStoreMetrics(name="n", study_count=2, blob_storage_size_bytes=2**40)
     assert json_format.MessageToDict(metrics) == {
@@ -299,6 +309,7 @@ def test_metrics_json_carries_int64_as_strings() -> None:
     }
 
 
+@pytest.mark.google_behaviour("operation-metadata")
 @pytest.mark.parametrize(
     "method",
     [m for m in all_methods() if m.output_type.full_name == "google.longrunning.Operation"],

@@ -60,6 +60,7 @@ async def test_every_pydicom_file_is_stored_intact_or_refused_clearly(
         assert await blobs.dicom_store_keys() == set()
 
 
+@pytest.mark.google_behaviour("stow-duplicate")
 async def test_duplicate_is_a_processing_failure_and_keeps_the_stored_copy(
     instances: Instances, blobs: LocalBlobStore
 ) -> None:
@@ -75,6 +76,7 @@ async def test_duplicate_is_a_processing_failure_and_keeps_the_stored_copy(
     assert len(await blobs.instance_keys(stored.key.store_key)) == 1
 
 
+@pytest.mark.google_behaviour("stow-study-mismatch")
 async def test_instance_of_another_study_than_requested_fails(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:

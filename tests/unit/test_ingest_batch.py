@@ -86,6 +86,7 @@ async def test_abandon_forgets_what_was_not_committed_in_flight_included(
     assert await batch.commit() == []
 
 
+@pytest.mark.google_behaviour("import-duplicates")
 async def test_an_identical_instance_is_kept_as_stored_when_asked(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:
@@ -104,6 +105,7 @@ async def test_an_identical_instance_is_kept_as_stored_when_asked(
     assert await blobs.instance_keys(found[0].key.store_key) == {found[0].key.instance_key}
 
 
+@pytest.mark.google_behaviour("import-duplicates")
 async def test_same_uids_with_other_bytes_fail_saying_so_and_keep_the_stored_one(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -11,9 +12,17 @@ from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.errors import Aborted, Code, NotFound
 from dicomstore.core.instances import DELETE_SERIES_METHOD, DELETE_STUDY_METHOD, Instances
-from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance, Operation
+from dicomstore.core.model import (
+    Dataset,
+    DicomStore,
+    InstanceKey,
+    Job,
+    NewInstance,
+    Operation,
+    OperationResponse,
+)
 from dicomstore.core.names import DatasetName, DicomStoreName
-from dicomstore.core.operations import Operations
+from dicomstore.core.operations import EMPTY, JobContext, Operations
 from dicomstore.core.paging import PageTokens
 
 DATASET = DatasetName.parse("projects/p/locations/l/datasets/d")
@@ -69,6 +78,7 @@ async def test_find_of_missing_resource_is_not_found(
         await instances.find(STORE, study, series, sop)
 
 
+@pytest.mark.google_behaviour("delete-study-series", "operation-method-names")
 async def test_delete_study_operation_removes_rows_and_blobs(
     instances: Instances,
     operations: Operations,
@@ -99,6 +109,7 @@ async def test_delete_series_leaves_the_rest_of_the_study(
     assert [i.sop_uid for i in await instances.find(STORE, "1.1")] == ["1.1.2.1"]
 
 
+@pytest.mark.google_behaviour("delete-blocks-inserts")
 async def test_study_being_deleted_takes_no_new_instance(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:
@@ -109,6 +120,7 @@ async def test_study_being_deleted_takes_no_new_instance(
         await catalog.add_instance(key, new, 1, visible=False)
 
 
+@pytest.mark.google_behaviour("delete-blocks-inserts")
 async def test_deleted_study_takes_instances_again_once_gone(
     instances: Instances, operations: Operations, catalog: SqliteCatalog
 ) -> None:
@@ -119,6 +131,32 @@ async def test_deleted_study_takes_instances_again_once_gone(
     assert len(await instances.find(STORE, "1.1")) == 1
 
 
+async def test_study_delete_cancelled_before_it_runs_still_deletes_and_releases_the_study(
+    instances: Instances, operations: Operations, catalog: SqliteCatalog
+) -> None:
+    # Both job slots busy: the delete waits, marked, and is cancelled before it starts.
+    release = asyncio.Event()
+
+    async def busy(context: JobContext) -> OperationResponse:
+        await release.wait()
+        return EMPTY
+
+    operations.register("busy", busy)
+    for _ in range(2):
+        await operations.start(DATASET, "busy", Job("busy"))
+    operation = await instances.start_delete(STORE, "1.1")
+    await operations.cancel(str(operation.name))
+    release.set()
+    await operations.idle()
+    done = await operations.get(str(operation.name))
+    assert (done.error, done.response, done.cancel_requested) == (None, EMPTY, True)
+    assert [i.sop_uid for i in await catalog.find_instances(STORE, "2.1")] == ["2.1.1.1"]
+    with pytest.raises(NotFound):
+        await instances.find(STORE, "1.1")
+    new = NewInstance("1.1", "1.1.1", "1.1.1.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2")
+    await catalog.add_instance(await catalog.reserve_instance_key(STORE), new, 1, visible=True)
+
+
 async def test_delete_of_missing_study_is_not_found_and_starts_nothing(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:
@@ -127,6 +165,7 @@ async def test_delete_of_missing_study_is_not_found_and_starts_nothing(
     assert list(await catalog.list_operations(DATASET, done=None, after="", limit=10)) == []
 
 
+@pytest.mark.google_behaviour("delete-instance")
 async def test_delete_instance_removes_row_and_blob(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:

@@ -162,6 +162,7 @@ async def test_operation_ends_internal_with_fixed_message_when_job_raises_plain_
     assert "secret detail" in caplog.text  # the cause goes to the log, not to the client
 
 
+@pytest.mark.google_behaviour("operation-cancel")
 async def test_operation_cancelled_without_running_job_when_cancel_requested_before_it_runs(
     catalog: SqliteCatalog,
 ) -> None:
@@ -188,6 +189,7 @@ async def test_operation_cancelled_without_running_job_when_cancel_requested_bef
     assert cancelled.response is None
 
 
+@pytest.mark.google_behaviour("operation-cancel")
 async def test_operation_cancelled_when_job_checks_after_cancel(operations: Operations) -> None:
     reached = asyncio.Event()
     proceed = asyncio.Event()
@@ -224,6 +226,7 @@ async def test_operation_succeeds_when_job_ignores_cancel(operations: Operations
     assert done.cancel_requested  # still reported: the client asked
 
 
+@pytest.mark.google_behaviour("operation-metadata")
 async def test_progress_counter_persisted_while_running_and_after_done(
     operations: Operations,
 ) -> None:
@@ -299,6 +302,7 @@ def names(ops: list[Operation]) -> list[str]:
     return [str(o.name) for o in ops]
 
 
+@pytest.mark.google_behaviour("operations-list-filter")
 @pytest.mark.parametrize(
     ("filter", "wanted"),
     [
@@ -327,6 +331,7 @@ async def test_list_accepts_collection_name(operations: Operations) -> None:
     gate.release.set()
 
 
+@pytest.mark.google_behaviour("operations-list-filter")
 @pytest.mark.parametrize(
     "filter",
     ["done", "done=maybe", "done=1", "name=x", "done=true AND done=false", "metadata.done=true"],
@@ -399,6 +404,7 @@ async def test_list_invalid_argument_when_page_size_negative(operations: Operati
 # Cancel
 
 
+@pytest.mark.google_behaviour("operation-cancel")
 async def test_cancel_changes_nothing_when_operation_done(operations: Operations) -> None:
     operations.register("ok", succeed)
     op = await operations.start(DATASET, METHOD, Job("ok"))

@@ -49,6 +49,7 @@ def assert_rejected(tokens: PageTokens, token: str, scope: str = SCOPE) -> None:
     assert caught.value.message == MESSAGE
 
 
+@pytest.mark.google_behaviour("list-paging")
 @pytest.mark.parametrize(
     "scope",
     [
@@ -119,6 +120,7 @@ def test_page_tokens_refuse_short_key() -> None:
         PageTokens(b"short")
 
 
+@pytest.mark.google_behaviour("list-paging")
 @pytest.mark.parametrize(
     ("requested", "expected"),
     [(0, 100), (1, 1), (100, 100), (999, 999), (1000, 1000), (1001, 1000), (10**9, 1000)],

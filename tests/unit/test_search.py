@@ -64,6 +64,7 @@ def test_other_attribute_ids_name_nothing(attribute_id: str) -> None:
     assert qido.attribute(attribute_id) is None
 
 
+@pytest.mark.google_behaviour("qido-fuzzy-matching")
 @pytest.mark.parametrize(
     ("name", "tokens"),
     [
@@ -168,6 +169,7 @@ def test_matching_keys_become_conditions(
     assert conditions(params, policy) == expected
 
 
+@pytest.mark.google_behaviour("qido-unsupported-key")
 @pytest.mark.parametrize(
     ("level", "params", "policy", "field"),
     [
@@ -212,6 +214,7 @@ def test_bad_parameters_are_invalid_arguments_naming_them(
     assert name in raised.value.message
 
 
+@pytest.mark.google_behaviour("qido-limit-offset")
 @pytest.mark.parametrize(
     ("level", "params", "limit", "offset"),
     [
@@ -231,6 +234,7 @@ def test_limit_defaults_per_level_and_is_lowered_to_its_maximum(
     assert (query.limit, query.offset) == (limit, offset)
 
 
+@pytest.mark.google_behaviour("qido-searchable-keys")
 def test_every_searchable_google_key_is_accepted_by_keyword_and_by_tag() -> None:
     assert GOOGLE.searchable_keys is not None
     for level in Level:
@@ -248,6 +252,7 @@ def tags_of(level: Level, params: Params | None = None, **scope: str) -> list[st
     return list(parse_request(level, params or [], GOOGLE, **scope).selection.tags)
 
 
+@pytest.mark.google_behaviour("qido-default-attributes")
 def test_default_attributes_follow_the_level_and_the_scope() -> None:
     study = qido.DEFAULT_TAGS[Level.STUDIES]
     series = qido.DEFAULT_TAGS[Level.SERIES]
@@ -266,6 +271,7 @@ def test_default_attributes_follow_the_level_and_the_scope() -> None:
     assert qido.NUMBER_OF_SERIES_RELATED_INSTANCES not in in_study_instances
 
 
+@pytest.mark.google_behaviour("qido-includefield")
 def test_includefield_and_matching_keys_add_attributes() -> None:
     tags = tags_of(
         Level.STUDIES,
@@ -398,6 +404,7 @@ async def test_series_and_instances_match_the_query(
     assert found == expected
 
 
+@pytest.mark.google_behaviour("qido-default-attributes", "qido-missing-attributes")
 @pytest.mark.usefixtures("stored")
 async def test_study_results_have_the_default_attributes_and_computed_ones(
     catalog: SqliteCatalog,
@@ -410,11 +417,13 @@ async def test_study_results_have_the_default_attributes_and_computed_ones(
     assert result["00080061"] == {"vr": "CS", "Value": ["CT"]}
     assert result["00201206"] == {"vr": "IS", "Value": [1]}
     assert result["00201208"] == {"vr": "IS", "Value": [2]}
-    # Missing default attributes are present with their VR only (GOOGLE-BEHAVIOUR item 34).
+    # Missing default attributes are present with their VR only
+    # (docs/google-behaviour.md#qido-missing-attributes).
     for tag, vr in [("00080030", "TM"), ("00080090", "PN"), ("00100030", "DA"), ("00200010", "SH")]:
         assert result[tag] == {"vr": vr}
 
 
+@pytest.mark.google_behaviour("qido-default-attributes")
 @pytest.mark.usefixtures("stored")
 async def test_series_and_instance_results_have_their_level_s_attributes(
     catalog: SqliteCatalog,
@@ -432,6 +441,7 @@ async def test_series_and_instance_results_have_their_level_s_attributes(
     assert "00201209" not in instance
 
 
+@pytest.mark.google_behaviour("qido-includefield")
 @pytest.mark.usefixtures("stored")
 async def test_includefield_all_adds_every_attribute_of_the_level(
     catalog: SqliteCatalog,

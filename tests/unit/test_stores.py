@@ -154,6 +154,7 @@ async def test_get_not_found_when_store_missing(stores: DicomStores) -> None:
         await stores.get(store("missing"))
 
 
+@pytest.mark.google_behaviour("resource-names")
 @pytest.mark.parametrize(
     "name",
     [
@@ -174,6 +175,7 @@ async def test_get_invalid_argument_when_name_malformed(stores: DicomStores, nam
 SIX_STREAMS = tuple(bq(f"bq://p.ds.t{i}") for i in range(6))
 
 
+@pytest.mark.google_behaviour("store-config-fields")
 @pytest.mark.parametrize(
     ("store_id", "config", "field"),
     [
@@ -238,6 +240,7 @@ async def test_create_invalid_argument_names_field_and_stores_nothing(
     assert await listed_ids(stores) == []
 
 
+@pytest.mark.google_behaviour("store-config-fields")
 async def test_create_accepts_five_stream_configs(stores: DicomStores) -> None:
     config = DicomStoreConfig(stream_configs=SIX_STREAMS[:5])
     assert (await stores.create(DATASET, "a", config)).config == config
@@ -262,6 +265,7 @@ async def test_list_returns_page_of_default_size_when_page_size_zero(stores: Dic
     assert second.next_page_token == ""
 
 
+@pytest.mark.google_behaviour("list-paging")
 async def test_list_caps_page_size_at_1000(stores: DicomStores) -> None:
     ids = await create_many(stores, 1200)
     first = await stores.list(DATASET, "", 5000, "")
@@ -379,6 +383,7 @@ async def test_list_invalid_argument_when_token_tampered(stores: DicomStores) ->
 # Update
 
 
+@pytest.mark.google_behaviour("update-mask")
 async def test_update_changes_only_listed_paths(stores: DicomStores) -> None:
     await stores.create(DATASET, "a", FULL_CONFIG)
     new = DicomStoreConfig(
@@ -458,6 +463,7 @@ async def test_update_not_found_when_store_missing(stores: DicomStores) -> None:
 # Delete and metrics
 
 
+@pytest.mark.google_behaviour("delete-store")
 async def test_delete_removes_store_and_its_blob_folder(
     stores: DicomStores, catalog: SqliteCatalog, blob_root: Path
 ) -> None:
@@ -626,6 +632,7 @@ def test_import_source_accepted_when_wildcards_valid(text: str) -> None:
     assert str(parse_import_source(text, "gcs_source.uri")) == text
 
 
+@pytest.mark.google_behaviour("import-wildcards")
 @pytest.mark.parametrize(
     "text",
     [
@@ -691,6 +698,7 @@ async def outcome(operations: Operations, op: Operation) -> Operation:
     return await operations.get(str(op.name))
 
 
+@pytest.mark.google_behaviour("operation-method-names", "operation-error-logs")
 @pytest.mark.parametrize("storage_class", ["", "STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"])
 async def test_import_creates_an_operation_that_runs_in_the_background(
     imports: Imports, operations: Operations, storage_class: str
@@ -706,6 +714,7 @@ async def test_import_creates_an_operation_that_runs_in_the_background(
     assert done.response is None
 
 
+@pytest.mark.google_behaviour("import-wildcards", "blob-storage-classes")
 @pytest.mark.parametrize(
     ("name", "uri", "storage_class", "field"),
     [
@@ -740,6 +749,7 @@ async def test_import_not_found_when_store_missing(
     assert await operation_names(operations) == []
 
 
+@pytest.mark.google_behaviour("operation-method-names")
 @pytest.mark.parametrize(
     "destination",
     [
@@ -770,6 +780,7 @@ async def test_export_of_an_empty_store_creates_an_operation_that_succeeds(
     assert done.counter.success == done.counter.failure == 0
 
 
+@pytest.mark.google_behaviour("export-filter-file")
 async def test_export_accepts_filter_file(exports: Exports, operations: Operations) -> None:
     op = await exports.start(store("a"), GcsDestination("gs://bucket/out"), "gs://bucket/f.txt")
     assert op.job.args["filter"] == "gs://bucket/f.txt"

@@ -19,6 +19,7 @@ from dicomstore.core.validation import (
 KEY_RULE = r"[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}"
 
 
+@pytest.mark.google_behaviour("label-rules")
 @pytest.mark.parametrize(
     "labels",
     [
@@ -39,6 +40,7 @@ def test_labels_accepted_when_valid(labels: dict[str, str]) -> None:
     validate_labels(labels)
 
 
+@pytest.mark.google_behaviour("label-rules")
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
@@ -89,11 +91,13 @@ def test_labels_error_names_given_field_when_nested() -> None:
     assert caught.value.field == "dicom_store.labels"
 
 
+@pytest.mark.google_behaviour("dataset-id-rules")
 @pytest.mark.parametrize("value", ["ds", "my-dataset_1.v2", "données", "a" * 256])
 def test_dataset_id_accepted_when_valid(value: str) -> None:
     validate_dataset_id(value)
 
 
+@pytest.mark.google_behaviour("dataset-id-rules")
 @pytest.mark.parametrize("value", ["", "a" * 257, "a/b", "a b", "a:b", "ds?x", ".", ".."])
 def test_dataset_id_rejected_when_rule_broken(value: str) -> None:
     with pytest.raises(InvalidArgument, match=r"^dataset_id: ") as caught:
@@ -101,11 +105,13 @@ def test_dataset_id_rejected_when_rule_broken(value: str) -> None:
     assert caught.value.field == "dataset_id"
 
 
+@pytest.mark.google_behaviour("store-id")
 @pytest.mark.parametrize("value", ["store", "My Store (2024)!", "ünï-cødé", "s" * 256, "a.b"])
 def test_dicom_store_id_accepted_when_valid(value: str) -> None:
     validate_dicom_store_id(value)
 
 
+@pytest.mark.google_behaviour("store-id")
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
@@ -138,6 +144,7 @@ def test_time_zone_rejected_when_not_iana(value: str) -> None:
     assert caught.value.field == "dataset.time_zone"
 
 
+@pytest.mark.google_behaviour("store-config-fields")
 @pytest.mark.parametrize(
     "value",
     [
@@ -151,6 +158,7 @@ def test_pubsub_topic_accepted_when_valid(value: str) -> None:
     validate_pubsub_topic(value, "notification_config.pubsub_topic")
 
 
+@pytest.mark.google_behaviour("store-config-fields")
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
@@ -174,6 +182,7 @@ def test_pubsub_topic_rejected_when_rule_broken(value: str, rule: str) -> None:
     assert rule in caught.value.message
 
 
+@pytest.mark.google_behaviour("bigquery-table-uri")
 @pytest.mark.parametrize(
     "value",
     [
@@ -188,6 +197,7 @@ def test_bigquery_table_uri_accepted_when_valid(value: str) -> None:
     validate_bigquery_table_uri(value, "stream_configs[0].bigquery_destination.table_uri")
 
 
+@pytest.mark.google_behaviour("bigquery-table-uri")
 @pytest.mark.parametrize(
     ("value", "rule"),
     [

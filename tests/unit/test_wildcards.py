@@ -11,6 +11,8 @@ import pytest
 from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.uris import object_pattern, parse_import_source
 
+pytestmark = pytest.mark.google_behaviour("import-wildcards")
+
 MATRIX = [
     # (object pattern, name, matches)
     ("DIR/Example*.dcm", "DIR/Example.dcm", True),

@@ -1,10 +1,9 @@
 """The catalog on SQLite: one writer connection, a few reader connections, WAL.
 
 SQLite allows one writer at a time. Writes are transactions run by `SqliteWriter` on its own
-thread, each a plain function of the connection (`_tx_*` below), committed in groups; readers
-are aiosqlite connections that run concurrently and see only committed transactions (WAL
-snapshots). `synchronous=FULL`: a committed transaction survives a power cut, not only a
-process crash.
+thread, each a plain function of the connection, committed in groups; readers are aiosqlite
+connections that run concurrently and see only committed transactions (WAL snapshots).
+`synchronous=FULL`: a committed transaction survives a power cut, not only a process crash.
 
 The catalog is one class made of a part per aggregate (`sqlite_stores`, `sqlite_instances`,
 `sqlite_operations`, `sqlite_search`); this module opens the connections, migrates the schema

@@ -1,15 +1,16 @@
 """DICOM instances of a store: ingest (STOW-RS and import), lookup, and delete.
 
-`ingest` is the one path every write takes (STOW-RS now, import later): parse the header, write
+`ingest` is the one path every write takes (STOW-RS and import): parse the header, write
 the blob durably under a key reserved in the catalog, then add the catalog row, which claims the
 UIDs (visible at once, or with the rest of its request); on any failure the row and the blob go.
 A per-instance failure (not DICOM, UID already stored, wrong study) is a result with a PS3.18
 Failure Reason, not an exception.
 
-Reference: Google's DICOM conformance statement and DICOMweb how-to (seed 001): deleting a study
-or series returns a long-running operation (`DicomWebService.DeleteStudy` / `DeleteSeries`)
-during which the study or series takes no new instances; deleting an instance returns `{}`.
-Store metrics follow every change because they are computed from the catalog.
+Reference: Google's DICOM conformance statement and DICOMweb how-to
+(docs/google-behaviour.md#delete-study-series, #delete-blocks-inserts and #delete-instance):
+deleting a study or series returns a long-running operation (`DicomWebService.DeleteStudy` /
+`DeleteSeries`) during which the study or series takes no new instances; deleting an instance
+returns `{}`. Store metrics follow every change because they are computed from the catalog.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class Instances:
         # written: a full disk, a lock). Invisible, but they hold their UIDs: they go before the
         # next rows are recorded, so that the request can be retried as it was.
         self._leftovers: set[InstanceKey] = set()
-        operations.register(DELETE_JOB, self._run_delete)
+        operations.register(DELETE_JOB, self._run_delete, cancellable=False)
 
     async def ingest(
         self,

@@ -1,7 +1,8 @@
 """Values of the domain: datasets, DICOM stores, their configuration, metrics and operations.
 
-Field names follow Google's RPC reference for `google.cloud.healthcare.v1` (seed 003 and the
-discovery document `healthcare.v1.json`); the transports convert these to and from protobuf.
+Field names follow Google's RPC reference for `google.cloud.healthcare.v1` and the discovery
+document `healthcare.v1.json` (docs/google-behaviour.md#proto-field-numbers); the transports
+convert these to and from protobuf.
 """
 
 from __future__ import annotations

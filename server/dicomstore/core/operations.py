@@ -119,11 +119,17 @@ class Operations:
         self._logs_base_url = logs_base_url.rstrip("/")
         self._tokens = tokens
         self._jobs: dict[str, JobFunction] = {}
+        self._uncancellable: set[str] = set()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def register(self, kind: str, job: JobFunction) -> None:
+    def register(self, kind: str, job: JobFunction, *, cancellable: bool = True) -> None:
+        """Run operations of `kind` with `job`. A job that is not `cancellable` runs to its
+        end whatever CancelOperation asks (Google's cancellation is best effort): a study
+        delete, whose study refuses new instances from the start, must finish to release it."""
         self._jobs[kind] = job
+        if not cancellable:
+            self._uncancellable.add(kind)
 
     async def start(
         self,
@@ -195,7 +201,8 @@ class Operations:
             response: OperationResponse | None = None
             error: OperationError | None = None
             try:
-                await context.check_cancelled()
+                if operation.job.kind not in self._uncancellable:
+                    await context.check_cancelled()
                 if operation.logs_url:  # a resumed job starts over, and writes its log anew
                     await self.catalog.clear_operation_log(operation.name)
                 outcome = await self._jobs[operation.job.kind](context)

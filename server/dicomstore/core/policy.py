@@ -1,16 +1,19 @@
 """The two DICOMweb behaviours, in one object so both modes run on the same code.
 
 `google` (the default) reproduces Google's Cloud Healthcare DICOMweb, quirks included
-(GOOGLE-BEHAVIOUR items 28-39): 409 when any STOW instance fails, exact-match QIDO on a narrow
-set of keys, 400 on an unsupported key, 204 on no match. `standard` follows PS3.18 where Google
-is narrower: 202 on partial STOW failure, wildcards, every indexed attribute, 200 with `[]`.
+(docs/google-behaviour.md, sections "QIDO-RS (search)" and "STOW-RS (store)"; #stow-status,
+#qido-searchable-keys, #qido-unsupported-key, #qido-no-match): 409 when any STOW instance fails,
+exact-match QIDO on a narrow set of keys, 400 on an unsupported key, 204 on no match. `standard`
+follows PS3.18 where Google is narrower: 202 on partial STOW failure, wildcards, every indexed
+attribute, 200 with `[]`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# QIDO-RS keys Google's conformance statement lets one search on, per level (item 28).
+# QIDO-RS keys Google's conformance statement lets one search on, per level
+# (docs/google-behaviour.md#qido-searchable-keys).
 _GOOGLE_STUDY_KEYS = frozenset(
     {
         "StudyInstanceUID",

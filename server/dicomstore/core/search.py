@@ -1,8 +1,8 @@
 """QIDO-RS search (PS3.18 10.6): read the query under the mode's policy, ask the catalog, build
 the results.
 
-Query parameters (PS3.18 8.3.4; Google's DICOM conformance statement, GOOGLE-BEHAVIOUR items
-28-36):
+Query parameters (PS3.18 8.3.4; Google's DICOM conformance statement; docs/google-behaviour.md,
+section "QIDO-RS (search)"):
 - `{attribute}={value}`: the attribute by keyword or tag. google mode: only the keys Google
   lists for the level (`DicomWebPolicy.searchable_keys`); standard mode: every indexed attribute
   (`dicomstore.dicom.header.INDEX_KEYWORDS`) and ModalitiesInStudy, at every level. Any other
@@ -32,7 +32,7 @@ from dicomstore.dicom import qido
 from dicomstore.dicom.header import INDEX_KEYWORDS
 from dicomstore.dicom.qido import Attribute, Condition, InvalidQuery, Level, Query, Selection
 
-#: (default, maximum) of `limit` per level (GOOGLE-BEHAVIOUR item 32).
+#: (default, maximum) of `limit` per level (docs/google-behaviour.md#qido-limit-offset).
 LIMITS: Final = {
     Level.STUDIES: (100, 5_000),
     Level.SERIES: (100, 5_000),

@@ -1,8 +1,9 @@
 """DICOM stores: create, get, list, update, delete and metrics (DicomService).
 
-Reference: google.cloud.healthcare.v1.dicom.DicomService (seed 003) and the discovery document
-`healthcare.v1.json`: labels, list filters and page sizes, update masks, store deletion removing
-"all images that are contained within it".
+Reference: google.cloud.healthcare.v1.dicom.DicomService (Google's RPC reference) and the
+discovery document `healthcare.v1.json`: labels, list filters and page sizes, update masks,
+store deletion removing "all images that are contained within it" (docs/google-behaviour.md,
+section "Datasets and DICOM stores").
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Cloud Storage URIs (`gs://BUCKET/OBJECT`) as the DICOM import and export requests take them.
 
 Reference: GcsSource.uri, GcsDestination.uri_prefix and DicomFilterConfig.resource_paths_gcs_uri
-in google.cloud.healthcare.v1.dicom (seed 003). Object names that could leave their bucket once
-mapped to a path (`.` or `..` segments, backslashes, NUL) are refused.
+in google.cloud.healthcare.v1.dicom (Google's RPC reference; docs/google-behaviour.md
+#import-wildcards, #export-gcs-object-names, #export-filter-file). Object names that could
+leave their bucket once mapped to a path (`.` or `..` segments, backslashes, NUL) are refused.
 
 An import source may hold wildcards (docs/cloud-storage.md): `*` matches any run of characters
 but `/`, `?` exactly one character but `/`, and `**` any run of characters including `/`.

@@ -1,11 +1,12 @@
 """The Accept header of a DICOMweb request (PS3.18 8.7.1; RFC 9110 12.5.1), parsed and weighed.
 
-`parse_accept` splits the header into media ranges, each with its parameters (such as
-`type` and `transfer-syntax`, PS3.18 8.7.3.5) and its quality value. `matches` says whether a
-range covers a concrete media type, wildcards (`*/*`, `image/*`) included (GOOGLE-BEHAVIOUR item
-47); `specificity` says how closely. `best_offer` picks, among what a resource can be rendered
-as, the one the ranges prefer; how closely a range names an offer is the caller's `score`, since
-WADO weighs `type` and `transfer-syntax` parameters and STOW-RS does not.
+`parse_accept` splits the header into media ranges, each with its parameters (such as `type` and
+`transfer-syntax`, PS3.18 8.7.3.5) and its quality value. `matches` says whether a range covers a
+concrete media type, wildcards (`*/*`, `image/*`) included
+(docs/google-behaviour.md#accept-negotiation); `specificity` says how closely. `best_offer` picks,
+among what a resource can be rendered as, the one the ranges prefer; how closely a range names an
+offer is the caller's `score`, since WADO weighs `type` and `transfer-syntax` parameters and STOW-RS
+does not.
 """
 
 from __future__ import annotations

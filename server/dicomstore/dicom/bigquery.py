@@ -70,7 +70,8 @@ OTHER_ELEMENTS: Final = Column(
 DROPPED_TAGS: Final = Column(
     "DroppedTags", RECORD, True, (Column("TagName", STRING), Column("TagReference", STRING))
 )
-#: The column `includeSourceStore` adds (named as in the JSON schema, item 27).
+#: The column `includeSourceStore` adds, named as in the JSON schema
+#: (docs/google-behaviour.md#bigquery-include-source-store).
 SOURCE_STORE: Final = Column("SourceDicomStore", STRING)
 BOOKKEEPING: Final = (
     Column("Type", STRING),

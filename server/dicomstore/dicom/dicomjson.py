@@ -1,17 +1,18 @@
-"""DICOM JSON (PS3.18 Annex F) with Google's bulk data rules (GOOGLE-BEHAVIOUR item 44).
+"""DICOM JSON (PS3.18 Annex F) with Google's bulk data rules
+(docs/google-behaviour.md#metadata-bulkdata-rules).
 
 `to_dicom_json` renders a pydicom data set as the DICOM JSON Model (F.2): one object per data
 set, keyed by the tag as eight upper-case hex digits, each attribute holding its `vr` and either
 `Value`, `BulkDataURI` or `InlineBinary`; an attribute without a value keeps only its `vr`
 (F.2.5), an empty value inside a multi-valued attribute is `null`.
 
-An attribute is bulk data, and gets a `BulkDataURI` instead of its value, when (item 44):
+An attribute is bulk data, and gets a `BulkDataURI` instead of its value, when:
 - it is a Pixel Data tag: (7FE0,0010), (7FE0,0008) or (7FE0,0009), native or encapsulated;
 - its VR is OB, OW or UN;
 - its VR is OD, OF, OL or OV and its value is larger than 2 KiB;
 - its VR is AT, FD, FL, UL, US, SV or UV and its VM is above 512 (Google's list names neither
   SS nor SL, so those stay inline).
-Any other binary value is `InlineBinary`: base64 of its little-endian encoding (item 44).
+Any other binary value is `InlineBinary`: base64 of its little-endian encoding.
 
 Why not pydicom's `Dataset.to_json_dict(bulk_data_threshold, bulk_data_element_handler)`: its
 handler receives the element but not the path of sequence items above it, so nested URIs such as
@@ -45,17 +46,18 @@ from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-#: PS3.5 A.4 / item 44: the three Pixel Data tags.
+#: PS3.5 A.4: the three Pixel Data tags.
 PIXEL_DATA_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ALWAYS_BULK_VRS: Final = frozenset({"OB", "OW", "UN"})
 _LARGE_BULK_VRS: Final = frozenset({"OD", "OF", "OL", "OV"})
-#: OD/OF/OL/OV values larger than this many bytes are bulk data (item 44).
+#: OD/OF/OL/OV values larger than this many bytes are bulk data.
 BULK_BYTES_THRESHOLD: Final = 2048
-#: Numeric element sizes for the "VM above 512" rule (item 44).
+#: Numeric element sizes for the "VM above 512" rule.
 _NUMERIC_BULK_SIZES: Final = {"AT": 4, "FD": 8, "FL": 4, "UL": 4, "US": 2, "SV": 8, "UV": 8}
-#: AT/FD/FL/UL/US/SV/UV values with a VM above this are bulk data (item 44).
+#: AT/FD/FL/UL/US/SV/UV values with a VM above this are bulk data.
 BULK_VM_THRESHOLD: Final = 512
-#: Google omits sequences above about 1 MiB from metadata (item 44); opt in with
+#: Google omits sequences above about 1 MiB from metadata
+#: (docs/google-behaviour.md#metadata-large-sequences); opt in with
 #: `to_dicom_json(..., max_sequence_bytes=GOOGLE_MAX_SEQUENCE_BYTES)`.
 GOOGLE_MAX_SEQUENCE_BYTES: Final = 1 << 20
 
@@ -85,10 +87,11 @@ def to_dicom_json(
     max_sequence_bytes: int | None = None,
     decoded: Mapping[int, Decoded | None] | None = None,
 ) -> dict[str, Any]:
-    """Render `dataset` as a DICOM JSON object (PS3.18 F.2) with item 44's bulk data rules.
+    """Render `dataset` as a DICOM JSON object (PS3.18 F.2) with Google's bulk data rules.
 
     `bulkdata_uri` receives the tag path of each bulk data attribute (`7FE00010`, or
-    `00081115/0/7FE00010` inside item 0 of a sequence, item 45) and returns its URI. File Meta
+    `00081115/0/7FE00010` inside item 0 of a sequence,
+    docs/google-behaviour.md#bulkdata-retrieve) and returns its URI. File Meta
     Information (group 0002) and group length attributes are not part of the data set and are
     left out. With `max_sequence_bytes`, a sequence whose encoded size is estimated above it is
     omitted, as Google does for sequences above about 1 MiB. Deferred values (see
@@ -102,7 +105,7 @@ def to_dicom_json(
 
 
 def is_bulkdata(tag: int, vr: str, length: int, vm: int | None = None) -> bool:
-    """Whether an attribute is bulk data under item 44's rules.
+    """Whether an attribute is bulk data under Google's rules (see the module docstring).
 
     `length` is the value's size in bytes; `vm` (when known) its value multiplicity, otherwise
     derived from `length` for the numeric VRs. An empty value is never bulk data.
@@ -122,7 +125,7 @@ def is_bulkdata(tag: int, vr: str, length: int, vm: int | None = None) -> bool:
 
 
 def bulkdata_element(dataset: Dataset, tag_path: str) -> bytes | None:
-    """The raw value of the binary or numeric attribute at `tag_path`, little endian (item 45).
+    """The raw value of the binary or numeric attribute at `tag_path`, little endian.
 
     `tag_path` is `TTTTTTTT` or `SSSSSSSS/i/TTTTTTTT` nested to any depth (item index from 0).
     Returns None when the path resolves to nothing or to an attribute that is not binary or
@@ -131,7 +134,7 @@ def bulkdata_element(dataset: Dataset, tag_path: str) -> bytes | None:
 
     Encapsulated (compressed) Pixel Data is not decoded here: it raises `EncapsulatedPixelData`,
     so that the caller decides between a transcoder and a 400 (Google returns uncompressed
-    bytes, item 45). The whole value is loaded into memory.
+    bytes, docs/google-behaviour.md#bulkdata-retrieve). The whole value is loaded into memory.
     """
     item: Dataset = dataset
     parts = tag_path.split("/")

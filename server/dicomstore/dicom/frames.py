@@ -4,7 +4,8 @@ A frame of native Pixel Data is Rows x Columns x Samples per Pixel x Bits Alloca
 following each other with no padding (PS3.5 8.1.1). With Bits Allocated 1 frames need not start
 on a byte boundary: such a frame is shifted to start at bit 0 of its first byte, and its last
 byte padded with zero bits. Frames are returned little endian (`values.StoredValue`), as the
-`application/octet-stream` frames of WADO-RS carry them by default (GOOGLE-BEHAVIOUR item 42).
+`application/octet-stream` frames of WADO-RS carry them by default
+(docs/google-behaviour.md#frame-media-types).
 
 Frame numbers start at 1 (PS3.18 10.4.1.1.3). Compressed Pixel Data has no native frames: it
 raises `EncapsulatedPixelData` until a decoder exists.

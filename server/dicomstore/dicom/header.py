@@ -60,11 +60,13 @@ DEFER_SIZE: Final = 64 * 1024
 MAX_INFLATED_BYTES: Final = 256 * 1024 * 1024
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1.99"
 
-#: Index attributes, by keyword: GOOGLE-BEHAVIOUR item 28's searchable keys, item 33's default
-#: QIDO attributes at study, series and instance level plus those `includefield=all` adds, and
-#: PS3.18 Table 10.6.1-5's required matching keys for standard mode. Values the core derives
-#: (InstanceAvailability, ModalitiesInStudy from Modality, NumberOfStudyRelated*, RetrieveURL)
-#: and sequences (RequestAttributesSequence) are not here: sequences come from `metadata`.
+#: Index attributes, by keyword: Google's searchable keys
+#: (docs/google-behaviour.md#qido-searchable-keys), its default QIDO attributes at study, series and
+#: instance level (docs/google-behaviour.md#qido-default-attributes) plus those `includefield=all`
+#: adds, and PS3.18 Table 10.6.1-5's required matching keys for standard mode. Values the core
+#: derives (InstanceAvailability, ModalitiesInStudy from Modality, NumberOfStudyRelated*,
+#: RetrieveURL) and sequences (RequestAttributesSequence) are not here: sequences come from
+#: `metadata`.
 INDEX_KEYWORDS: Final = (
     # study
     "SpecificCharacterSet",
@@ -139,7 +141,8 @@ class InvalidInstance(Exception):
 
 @dataclass(frozen=True)
 class InstanceHeader:
-    """What the catalog indexes of one instance (PS3.18 10.6 QIDO keys; item 33)."""
+    """What the catalog indexes of one instance (PS3.18 10.6 QIDO keys;
+    docs/google-behaviour.md#qido-default-attributes)."""
 
     study_uid: str
     series_uid: str

@@ -1,4 +1,5 @@
-"""The JSON instances of one STOW-RS request and the bulk data parts they wait for (item 40).
+"""The JSON instances of one STOW-RS request and the bulk data parts they wait for
+(docs/google-behaviour.md#stow-json-bulkdata).
 
 Metadata and bulk data parts may come in any order. `JsonBatch` keeps the instances that still
 miss bulk data and the parts that no instance has claimed yet, and hands back each instance as

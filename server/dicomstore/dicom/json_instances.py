@@ -1,12 +1,13 @@
-"""DICOM JSON instances and their bulk data parts, made Part 10 files (PS3.18 10.5; item 40).
+"""DICOM JSON instances and their bulk data parts, made Part 10 files (PS3.18 10.5;
+docs/google-behaviour.md#stow-json-bulkdata).
 
 A STOW-RS request of `multipart/related; type="application/dicom+json"` carries arrays of DICOM
 JSON instances (PS3.18 F.2) and bulk data parts that their BulkDataURIs name by Content-Location.
 `parse_instance` checks one instance of such an array and lists its bulk data references,
 `resolve_transfer_syntax` settles its transfer syntax and `build_part10` writes it.
 
-Rules (GOOGLE-BEHAVIOUR item 40): every instance needs the Study, Series and SOP Instance UIDs
-and the SOP Class UID; Specific Character Set is ISO_IR 192 (JSON is Unicode; it is added when
+Rules (Google's): every instance needs the Study, Series and SOP Instance UIDs and the SOP
+Class UID; Specific Character Set is ISO_IR 192 (JSON is Unicode; it is added when
 missing and any other value fails the instance). The transfer syntax comes from the instance's
 Transfer Syntax UID (0002,0010), else from the `transfer-syntax` parameter of its Pixel Data part
 (or the default of that part's media type, e.g. JPEG Baseline for `image/jpeg`), else from the
@@ -42,7 +43,7 @@ from dicomstore.dicom.reasons import FailureReason
 from dicomstore.dicom.uids import is_valid_uid
 
 OCTET_STREAM: Final = "application/octet-stream"
-#: Compressed bulk data media types (PS3.18 Table 8.7.3-5, as item 40 lists them) and the
+#: Compressed bulk data media types (PS3.18 Table 8.7.3-5, as Google lists them) and the
 #: transfer syntaxes each may carry, its default first.
 COMPRESSED_MEDIA_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "image/jpeg": (
@@ -171,7 +172,7 @@ def parse_instance(instance: object, fallback_transfer_syntax: str | None) -> Js
 
 
 def _required_uids(metadata: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """The four UIDs every instance needs (item 40), checked as `read_header` checks them."""
+    """The four UIDs every instance needs (Google's rule), checked as `read_header` checks them."""
     found: list[str] = []
     for key, label in _REQUIRED_UIDS:
         text = json_text(metadata, key)
@@ -215,7 +216,8 @@ def resolve_transfer_syntax(
     pixel_transfer_syntax: str | None,
     fallback: str | None,
 ) -> UID:
-    """The transfer syntax of an instance built from JSON metadata (item 40).
+    """The transfer syntax of an instance built from JSON metadata
+    (docs/google-behaviour.md#stow-json-bulkdata).
 
     `declared` is the metadata's Transfer Syntax UID (0002,0010); `pixel_media_type` and
     `pixel_transfer_syntax` describe its first Pixel Data part; `fallback` is the metadata

@@ -105,7 +105,8 @@ def parse_content_type(header: str) -> ContentType:
 
     Names are case-insensitive and returned lower-cased. A value is a token or a quoted string
     (backslash escapes honoured); an unquoted value may also hold characters a token may not,
-    such as the "/" of `type=application/dicom`, which clients send unquoted (item 37). Raises
+    such as the "/" of `type=application/dicom`, which clients send unquoted
+    (docs/google-behaviour.md#stow-request-types). Raises
     `InvalidContentType` for a missing or malformed media type, an empty or repeated parameter
     name, or an unterminated quoted string.
     """

@@ -6,12 +6,13 @@
   allows, wildcards `*` `?` on text VRs (C.2.2.2.4) and UID lists `a,b` or `a\\b` (C.2.2.2.2).
   With `fuzzymatching=true` a Person Name matches when any word of the query is a prefix of any
   word of the stored name, both sides tokenised and normalised (`name_tokens`; Google's
-  conformance statement, GOOGLE-BEHAVIOUR item 31).
+  conformance statement, docs/google-behaviour.md#qido-fuzzy-matching).
 - Index values (`index_entries`): one per value of a multi-valued attribute, so a query matches
   any of them; a Person Name is kept without trailing empty components and groups
   (PS3.5 6.2.1: `Doe^John^^^` is `Doe^John`), and one with ideographic or phonetic groups is
   also kept as its alphabetic group alone, so `Yamada^Tarou` finds `Yamada^Tarou=山田^太郎`.
-- Results (PS3.18 10.6.3.3; GOOGLE-BEHAVIOUR items 33-34): each level's default attributes,
+- Results (PS3.18 10.6.3.3; docs/google-behaviour.md#qido-default-attributes and
+  #qido-missing-attributes): each level's default attributes,
   those of the levels above when the search is not scoped to them, requested ones
   (`includefield`, matching keys), computed ones, and a VR-only placeholder for each one missing.
 """
@@ -121,7 +122,8 @@ NUMBER_OF_STUDY_RELATED_SERIES: Final = "00201206"
 NUMBER_OF_STUDY_RELATED_INSTANCES: Final = "00201208"
 NUMBER_OF_SERIES_RELATED_INSTANCES: Final = "00201209"
 
-#: Default result attributes per level: Google's conformance statement (item 33) plus the
+#: Default result attributes per level: Google's conformance statement
+#: (docs/google-behaviour.md#qido-default-attributes) plus the
 #: counts and modalities PS3.18 Tables 10.6.3-3 and -4 list.
 DEFAULT_TAGS: Final[Mapping[Level, tuple[str, ...]]] = {
     Level.STUDIES: (
@@ -168,7 +170,8 @@ DEFAULT_TAGS: Final[Mapping[Level, tuple[str, ...]]] = {
 }
 
 #: Attributes `includefield` may not name: Google refuses AvailableTransferSyntaxUID
-#: (GOOGLE-BEHAVIOUR item 29), and dicomstore does not compute it in either mode.
+#: (docs/google-behaviour.md#qido-unsupported-key), and dicomstore does not compute it in
+#: either mode.
 UNSUPPORTED_INCLUDEFIELDS: Final = frozenset({"00083002"})
 
 #: Matching keys that stand for another indexed attribute: ModalitiesInStudy matches a study
@@ -211,7 +214,8 @@ def _vr(number: int) -> str:
 
 
 def placeholder(tag: str) -> dict[str, Any]:
-    """A present-but-empty attribute: its VR alone (GOOGLE-BEHAVIOUR item 34)."""
+    """A present-but-empty attribute: its VR alone
+    (docs/google-behaviour.md#qido-missing-attributes)."""
     return {"vr": _vr(int(tag, 16))}
 
 

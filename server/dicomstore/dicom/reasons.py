@@ -5,7 +5,8 @@ PS3.18's Store Instances response table lists A7xx (out of resources), A9xx (dat
 match SOP class), Cxxx (cannot understand), C122 (transfer syntax not supported), 0110
 (processing failure) and 0122 (SOP class not supported), and lets an origin server define more
 codes inside those ranges. Google reports most failures, duplicates included, as 0110 (272) with
-a detail text (GOOGLE-BEHAVIOUR item 39).
+a detail text (docs/google-behaviour.md#stow-duplicate,
+docs/google-behaviour.md#stow-failure-detail).
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ Stored below Bits Allocated already masked or sign-extended, YBR_FULL(_422) alre
 caller then passes "RGB" as `photometric`), palette colour as indices.
 
 Viewport (PS3.18 8.3.5.1.3): the image is scaled to the largest size that fits within vw x vh
-keeping its aspect ratio (up or down), and is not padded to the viewport. Google's reference says
-no more than "as specified in PS3.18 8.3.5.1.3"; fitting is what viewers expect and what Orthanc
-does (Orthanc then pads to vw x vh, we do not). The optional source region `sx,sy,sw,sh`
-(standard mode: Google accepts `vw,vh` only, GOOGLE-BEHAVIOUR item 43) crops the frame before
-scaling; a negative `sw` or `sh` flips the region, as in Orthanc. Sides above 10,000 px are
-refused (Google's limit, item 43).
+keeping its aspect ratio (up or down), and is not padded to the viewport. Google's reference says no
+more than "as specified in PS3.18 8.3.5.1.3"; fitting is what viewers expect and what Orthanc does
+(Orthanc then pads to vw x vh, we do not). The optional source region `sx,sy,sw,sh` (standard mode:
+Google accepts `vw,vh` only, docs/google-behaviour.md#rendered-parameters) crops the frame before
+scaling; a negative `sw` or `sh` flips the region, as in Orthanc. Sides above 10,000 px are refused
+(Google's limit, docs/google-behaviour.md#rendered-limits).
 
 Speed: a lookup table over the frame's range of stored values carries the whole grayscale
 pipeline, so the per-pixel work is one gather; a 16-bit frame needs at most 65,536 entries.
@@ -57,7 +57,7 @@ from pydicom.pixels.processing import (
     convert_color_space,
 )
 
-#: Google's limit on each side of a viewport (GOOGLE-BEHAVIOUR item 43).
+#: Google's limit on each side of a viewport (docs/google-behaviour.md#rendered-limits).
 MAX_VIEWPORT_SIDE: Final = 10_000
 #: JPEG quality when the request has none (PS3.18 8.3.5.1.2 leaves it to the server); the value
 #: Orthanc and dcmtk use.

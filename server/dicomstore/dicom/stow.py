@@ -7,7 +7,8 @@ warning, Warning Reason (0008,1196)); a Failed SOP Sequence (0008,1198) item per
 stored (the two UIDs when known and Failure Reason (0008,1197)); and Other Failures Sequence
 (0008,119A) for failures tied to no instance.
 
-Google adds a detail text to each failed item (GOOGLE-BEHAVIOUR item 39; dcmjs-org/dcmjs #249):
+Google adds a detail text to each failed item (docs/google-behaviour.md#stow-failure-detail;
+dcmjs-org/dcmjs #249):
 in JSON the private attribute FailureDetailJSON (0009,1097) LT, with its private creator
 "GOOGLE" at (0009,0010); in XML the same attribute written the PS3.19 way, as tag "00090097"
 with privateCreator="GOOGLE" and keyword "FailureDetail". Google's XML has no namespace, so the
@@ -92,7 +93,8 @@ def to_json(response: StoreResponse) -> dict[str, Any]:
 def to_xml(response: StoreResponse, *, xmlns: bool = False) -> str:
     """The response as a Native DICOM Model document (PS3.19 A.1), for `application/dicom+xml`.
 
-    Without `xmlns`, the root element has no namespace, as Google writes it (seed 001).
+    Without `xmlns`, the root element has no namespace, as Google writes it
+    (docs/google-behaviour.md#stow-response-format).
     """
     opening = "<NativeDicomModel"
     if xmlns:

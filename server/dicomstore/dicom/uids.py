@@ -2,7 +2,8 @@
 
 A UID is one to 64 characters of digits and dots: components separated by single dots, none
 empty, and none with a leading zero unless the component is exactly "0". Google's STOW-RS also
-requires UIDs to be "numeric values separated by periods" (DICOMweb how-to, seed 001).
+requires UIDs to be "numeric values separated by periods" (Google's DICOMweb how-to;
+docs/google-behaviour.md#stow-uid-syntax).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Binary values of a stored instance, read back little endian (PS3.18 10.4; item 45).
+"""Binary values of a stored instance, read back little endian (PS3.18 10.4).
 
-WADO-RS bulk data and frames return "uncompressed, unencoded bytes" (GOOGLE-BEHAVIOUR item 45):
+WADO-RS bulk data and frames return "uncompressed, unencoded bytes"
+(docs/google-behaviour.md#bulkdata-retrieve):
 the value as Explicit VR Little Endian would hold it. `InstanceFile.value` finds the value at a
 tag path and hands back a `StoredValue` that reads it by byte range:
 - a top-level value pydicom deferred (larger than `header.DEFER_SIZE`, Pixel Data above all) is

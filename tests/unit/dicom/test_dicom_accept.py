@@ -14,6 +14,8 @@ from dicomstore.dicom.accept import (
 )
 from dicomstore.dicom.multipart import InvalidContentType
 
+pytestmark = pytest.mark.google_behaviour("accept-negotiation")
+
 XML, JSON, PLAIN_JSON = "application/dicom+xml", "application/dicom+json", "application/json"
 STOW_OFFERS = (XML, JSON, PLAIN_JSON)
 

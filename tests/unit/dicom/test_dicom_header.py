@@ -177,6 +177,7 @@ def _uid_case(keyword: str, value: str | None) -> bytes:
     return part10(ds)
 
 
+@pytest.mark.google_behaviour("stow-uid-syntax")
 @pytest.mark.parametrize(
     ("keyword", "value", "message"),
     [

@@ -1,4 +1,5 @@
-"""DICOM JSON (PS3.18 F.2) with Google's bulk data rules (item 44) and bulk values (item 45)."""
+"""DICOM JSON (PS3.18 F.2) with Google's bulk data rules and bulk values
+(docs/google-behaviour.md#metadata-bulkdata-rules, #bulkdata-retrieve)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_ct_small_spot_values() -> None:
     assert list(metadata) == sorted(metadata)
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules", "bulkdata-retrieve")
 def test_nested_bulk_data_uses_item_paths() -> None:
     metadata = read_header(data_file("waveform_ecg.dcm")).metadata
     waveform = metadata["54000100"]
@@ -56,6 +58,7 @@ def test_nested_bulk_data_uses_item_paths() -> None:
     assert "54000100/0/54001010" in set(iter_tag_paths(metadata))
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules")
 def test_pixel_data_in_a_sequence_is_bulk_data() -> None:
     metadata = read_header(data_file("examples_overlay.dcm")).metadata
     icon = metadata["00880200"]["Value"][0]
@@ -69,6 +72,7 @@ def _private(ds: Dataset, element: int, vr: str, value: object) -> Dataset:
     return ds
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules")
 @pytest.mark.parametrize(
     ("vr", "value", "expected"),
     [
@@ -94,7 +98,7 @@ def _private(ds: Dataset, element: int, vr: str, value: object) -> Dataset:
         ("SL", list(range(600)), "value"),
     ],
 )
-def test_bulk_data_rules_of_item_44(vr: str, value: object, expected: str) -> None:
+def test_bulk_data_follows_googles_thresholds(vr: str, value: object, expected: str) -> None:
     attribute = metadata_of(_private(new_instance(), 0x01, vr, value))["00091001"]
     assert attribute["vr"] == vr
     if expected == "bulk":
@@ -119,6 +123,7 @@ def test_large_deferred_values_become_uris_without_being_read() -> None:
     assert implicit["00091001"] == {"vr": "UN", "BulkDataURI": "bulkdata/00091001"}
 
 
+@pytest.mark.google_behaviour("metadata-bulkdata-rules")
 def test_inline_binary_is_little_endian_for_big_endian_files() -> None:
     ds = _private(new_instance(), 0x01, "OF", struct.pack(">2f", 1.5, -2.0))
     attribute = metadata_of(ds, ExplicitVRBigEndian)["00091001"]
@@ -178,6 +183,7 @@ def test_to_dicom_json_of_an_in_memory_data_set() -> None:
     assert metadata["00100020"] == {"vr": "LO", "Value": ["P1"]}
 
 
+@pytest.mark.google_behaviour("metadata-large-sequences")
 def test_sequences_above_the_size_limit_are_omitted() -> None:
     ds = pydicom.dcmread(data_file("waveform_ecg.dcm"), defer_size=DEFER_SIZE)
     assert "54000100" in to_dicom_json(ds, uri, max_sequence_bytes=1 << 20)
@@ -185,9 +191,10 @@ def test_sequences_above_the_size_limit_are_omitted() -> None:
     assert "00080005" in to_dicom_json(ds, uri, max_sequence_bytes=1000)
 
 
-# --- bulk data values (item 45) ---------------------------------------------------------------
+# --- bulk data values (docs/google-behaviour.md#bulkdata-retrieve) ----------------------------
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 def test_bulkdata_element_returns_little_endian_pixel_data() -> None:
     little = pydicom.dcmread(data_file("MR_small.dcm"))
     big = pydicom.dcmread(data_file("MR_small_bigendian.dcm"))
@@ -203,6 +210,7 @@ def test_bulkdata_element_swaps_32_bit_big_endian_pixels_whole(name: str) -> Non
     assert bulkdata_element(big, "7FE00010") == little.PixelData
 
 
+@pytest.mark.google_behaviour("bulkdata-retrieve")
 def test_bulkdata_element_resolves_nested_paths() -> None:
     ds = pydicom.dcmread(data_file("waveform_ecg.dcm"), defer_size=DEFER_SIZE)
     expected = pydicom.dcmread(data_file("waveform_ecg.dcm")).WaveformSequence[1].WaveformData

@@ -1,4 +1,5 @@
-"""JSON instances paired with their bulk data parts, in any order (PS3.18 10.5; item 40)."""
+"""JSON instances paired with their bulk data parts, in any order (PS3.18 10.5;
+docs/google-behaviour.md#stow-json-bulkdata)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ def test_failures_keep_the_order_of_the_array_and_the_uids_they_have(batch: Json
     assert isinstance(second, JsonInstance)
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 def test_a_bulk_data_uri_used_twice_fails_the_instance_that_reuses_it(batch: JsonBatch) -> None:
     other = image(**{"00080018": {"vr": "UI", "Value": ["1.2.3.9"]}})
     assert batch.add_metadata([image()], None) == []
@@ -133,6 +135,7 @@ def test_a_bulk_data_uri_used_twice_fails_the_instance_that_reuses_it(batch: Jso
     assert "used more than once" in failed.detail
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 def test_a_pixel_data_part_that_contradicts_the_metadata_fails_the_instance(
     batch: JsonBatch, make_part: MakePart
 ) -> None:

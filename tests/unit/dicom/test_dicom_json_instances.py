@@ -1,4 +1,5 @@
-"""DICOM JSON instances and bulk data parts made Part 10 files (PS3.18 10.5; item 40)."""
+"""DICOM JSON instances and bulk data parts made Part 10 files (PS3.18 10.5;
+docs/google-behaviour.md#stow-json-bulkdata)."""
 
 from __future__ import annotations
 
@@ -82,10 +83,11 @@ TRANSFER_SYNTAX_RULES: list[tuple[str | None, str | None, str | None, str | None
 ]
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 @pytest.mark.parametrize(
     ("declared", "media_type", "pixel_syntax", "fallback", "outcome"), TRANSFER_SYNTAX_RULES
 )
-def test_resolve_transfer_syntax_follows_item_40(
+def test_resolve_transfer_syntax_follows_googles_rules(
     declared: str | None,
     media_type: str | None,
     pixel_syntax: str | None,
@@ -115,6 +117,7 @@ def test_parse_instance_upper_cases_keys_and_lists_bulk_data_references() -> Non
     assert parsed.number_of_frames == 1
 
 
+@pytest.mark.google_behaviour("stow-json-bulkdata")
 @pytest.mark.parametrize(
     ("instance", "reason", "words"),
     [
@@ -141,7 +144,7 @@ def test_parse_instance_upper_cases_keys_and_lists_bulk_data_references() -> Non
         ),
     ],
 )
-def test_parse_instance_refuses_what_item_40_refuses(
+def test_parse_instance_refuses_what_google_refuses(
     instance: object, reason: int, words: str
 ) -> None:
     with pytest.raises(InvalidInstance) as caught:

@@ -53,6 +53,7 @@ def encode(parts: list[tuple[Mapping[str, str], bytes]], boundary: str = BOUNDAR
 # --- Content-Type -----------------------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("stow-request-types")
 @pytest.mark.parametrize(
     ("header", "media_type", "params"),
     [
@@ -62,7 +63,9 @@ def encode(parts: list[tuple[Mapping[str, str], bytes]], boundary: str = BOUNDAR
             "multipart/related",
             {"type": "application/dicom", "boundary": "abc"},
         ),
-        (  # unquoted type (OHIF omitQuotationForMultipartRequest, item 37)
+        # unquoted type (OHIF's omitQuotationForMultipartRequest,
+        # docs/google-behaviour.md#stow-request-types)
+        (
             "multipart/related; type=application/dicom; boundary=abc",
             "multipart/related",
             {"type": "application/dicom", "boundary": "abc"},

@@ -7,6 +7,7 @@ import pytest
 from dicomstore.dicom.uids import is_valid_uid
 
 
+@pytest.mark.google_behaviour("stow-uid-syntax")
 @pytest.mark.parametrize(
     ("text", "valid"),
     [

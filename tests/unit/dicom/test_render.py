@@ -356,6 +356,7 @@ def test_palette_colour_without_its_lookup_tables_is_a_render_error() -> None:
 # -- viewport (PS3.18 8.3.5.1.3) ----------------------------------------------------------------
 
 
+@pytest.mark.google_behaviour("rendered-parameters")
 @pytest.mark.parametrize(
     ("columns", "rows", "viewport", "size"),
     [
@@ -379,6 +380,7 @@ def test_viewport_fits_the_image_keeping_its_aspect_ratio(
     assert Image.open(io.BytesIO(data)).size == size
 
 
+@pytest.mark.google_behaviour("rendered-parameters")
 def test_viewport_source_region_crops_and_flips_before_scaling() -> None:
     frame = np.arange(16, dtype=np.uint8).reshape(4, 4) * 17  # no VOI: 0..255 renders as is
     ds = instance(frame)
@@ -445,6 +447,7 @@ def test_viewport_reports_whether_a_source_region_was_given() -> None:
     assert parse_viewport("64,64,0,0,10,10").has_source_region
 
 
+@pytest.mark.google_behaviour("rendered-limits")
 @pytest.mark.parametrize(
     "text",
     [

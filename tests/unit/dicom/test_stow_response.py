@@ -1,9 +1,12 @@
-"""STOW-RS response rendering (PS3.18 10.5.3; GOOGLE-BEHAVIOUR items 38-39)."""
+"""STOW-RS response rendering (PS3.18 10.5.3; docs/google-behaviour.md#stow-response-format,
+#stow-response-shape, #stow-failure-detail)."""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from dicomstore.dicom.reasons import FailureReason, WarningReason
 from dicomstore.dicom.stow import (
@@ -51,6 +54,7 @@ def _item(uid: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.google_behaviour("stow-response-shape")
 def test_json_success_lists_the_study_url_and_each_instance() -> None:
     assert to_json(SUCCESS) == {
         "00081190": {"vr": "UR", "Value": [STUDY_URL]},
@@ -58,6 +62,7 @@ def test_json_success_lists_the_study_url_and_each_instance() -> None:
     }
 
 
+@pytest.mark.google_behaviour("stow-failure-detail")
 def test_json_failure_carries_reason_and_google_failure_detail() -> None:
     body = to_json(MIXED)
     assert list(body) == ["00081190", "00081198", "00081199"]
@@ -96,6 +101,7 @@ def _attributes(element: ET.Element) -> dict[str, ET.Element]:
     return {child.attrib["tag"]: child for child in element.findall("DicomAttribute")}
 
 
+@pytest.mark.google_behaviour("stow-response-shape", "stow-response-format")
 def test_xml_success_has_googles_shape() -> None:
     text = to_xml(SUCCESS)
     root = ET.fromstring(text)
@@ -116,6 +122,7 @@ def test_xml_success_has_googles_shape() -> None:
     assert first["00081155"].findtext("Value") == "1.2.3.4.1"
 
 
+@pytest.mark.google_behaviour("stow-failure-detail")
 def test_xml_failure_detail_is_private_0009_0097_with_creator_google() -> None:
     root = ET.fromstring(to_xml(MIXED))
     top = _attributes(root)
@@ -136,6 +143,7 @@ def test_xml_failure_detail_is_private_0009_0097_with_creator_google() -> None:
     assert "00081150" not in _attributes(unreadable)
 
 
+@pytest.mark.google_behaviour("stow-response-format")
 def test_xml_namespace_is_opt_in_for_the_standard_mode() -> None:
     root = ET.fromstring(to_xml(SUCCESS, xmlns=True))
     assert root.tag == f"{{{NATIVE_DICOM_NAMESPACE}}}NativeDicomModel"

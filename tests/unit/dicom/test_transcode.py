@@ -172,6 +172,7 @@ def test_transcode_keeps_the_pixels_and_every_attribute(path: Path, target: str)
             assert np.array_equal(a, b)
 
 
+@pytest.mark.google_behaviour("transcode-errors")
 @pytest.mark.parametrize(
     ("build", "target", "reason"),
     [

@@ -23,7 +23,7 @@ CREATE TABLE dicom_stores (
     UNIQUE (dataset_key, store_id)
 );
 
--- state: 0 = being created (blob not yet durable, invisible), 1 = created.
+-- state: 0 = invisible (its request has not committed), 1 = visible.
 CREATE TABLE instances (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     store_key INTEGER NOT NULL REFERENCES dicom_stores (id) ON DELETE CASCADE,

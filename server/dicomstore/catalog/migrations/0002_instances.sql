@@ -1,5 +1,6 @@
--- Studies, series and instances of a store. An instance row is invisible (state 0) until its blob
--- is durable (state 1); recovery at start-up removes rows still at state 0. A study or series
+-- Studies, series and instances of a store. A row is added once its blob is durable, visible
+-- (state 1) or, when it waits for the rest of its request, invisible (state 0) until the request
+-- commits; recovery at start-up removes rows still at state 0. A study or series
 -- whose delete operation runs has `deleting` set and takes no new instances.
 DROP TABLE instances;
 

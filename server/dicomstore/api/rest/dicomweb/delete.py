@@ -1,11 +1,14 @@
-"""Delete studies, series and instances: Google's DICOMweb extension (GOOGLE-BEHAVIOUR item 49).
+"""Delete studies, series and instances: Google's DICOMweb extension.
+
+docs/google-behaviour.md#delete-study-series, docs/google-behaviour.md#delete-instance and
+docs/google-behaviour.md#delete-blocks-inserts:
 
 - `DELETE .../dicomWeb/studies/{study}` and `.../studies/{study}/series/{series}` start a
   long-running operation (`DicomWebService.DeleteStudy` / `DeleteSeries`) and answer it as the
   REST transcoder renders operations: `{"name": ".../operations/ID", "metadata": {...}}`,
   pollable with `GET /v1/{name}`. From then on the study or series takes no new instances.
 - `DELETE .../studies/{study}/series/{series}/instances/{instance}` deletes at once and answers
-  `{}` (seed 001, "Delete a study, series, or instance").
+  `{}` (Google's DICOMweb how-to, "Delete a study, series, or instance").
 
 A study, series or instance that does not exist is 404 NOT_FOUND (see `wado` for 403 vs 404).
 Store metrics follow, since they are computed from the catalog.

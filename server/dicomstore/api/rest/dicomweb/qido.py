@@ -2,13 +2,14 @@
 
 `GET .../dicomWeb/studies`, `/series`, `/instances`, `/studies/{study}/series`,
 `/studies/{study}/instances` and `/studies/{study}/series/{series}/instances`. The query is
-read by `dicomstore.core.search` under the mode's policy (GOOGLE-BEHAVIOUR items 28-36).
+read by `dicomstore.core.search` under the mode's policy (docs/google-behaviour.md, section
+"QIDO-RS (search)").
 
 The answer is a DICOM JSON array (`application/dicom+json`, or `application/json` when that is
 what the client accepts); XML (`multipart/related; type="application/dicom+xml"`) is not
 offered, so an Accept header that wants only XML is 406. No match is the policy's
 `qido_no_match_status`: 204 with no body (google) or 200 with `[]` (standard). No `Warning`
-header, whether or not more results exist (item 32).
+header, whether or not more results exist (docs/google-behaviour.md#qido-limit-offset).
 """
 
 from __future__ import annotations

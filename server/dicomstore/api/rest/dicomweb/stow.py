@@ -1,6 +1,6 @@
 """STOW-RS (PS3.18 10.5) at `.../dicomWeb/studies` and `.../dicomWeb/studies/{study}`.
 
-Request (GOOGLE-BEHAVIOUR items 37 and 40):
+Request (docs/google-behaviour.md#stow-request-types and #stow-json-bulkdata):
 - `application/dicom`: the body is one Part 10 instance;
 - `multipart/related; type="application/dicom"` (the `type` quoted or not): any number of parts,
   each a Part 10 instance; a part whose own Content-Type is another media type fails as an item;
@@ -26,18 +26,20 @@ catalog transaction, just before the response is sent; a request that fails (or 
 client that goes away) leaves none of its instances behind. A single-part body is ingested once
 it has been read whole, and becomes visible in the transaction that records it.
 
-Response (items 38 and 39; PS3.18 10.5.3): a Referenced SOP Sequence item per stored instance
-with its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason
-and a detail text. Status: 200 when every instance was stored, 409 when none was, and the mode's
+Response (PS3.18 10.5.3; docs/google-behaviour.md#stow-response-format, #stow-response-shape,
+#stow-failure-detail and #stow-status): a Referenced SOP Sequence item per stored instance with
+its RetrieveURL, a Failed SOP Sequence item per instance not stored, with its Failure Reason and
+a detail text. Status: 200 when every instance was stored, 409 when none was, and the mode's
 `stow_partial_failure_status` otherwise (google 409, standard 202). The top-level RetrieveURL is
 the study of the path when one was given, else the study of the stored instances when they all
 belong to one study; it is left out when nothing was stored or when the stored instances span
 several studies (no single study URL names them). Per-item failures, a truncated or garbage
 DICOM part included, are Failed SOP Sequence items, never request errors.
 
-JSON metadata (item 40): `dicom.json_batch` pairs the instances with their bulk data parts, which
-may come in any order, and `dicom.json_instances` builds each complete instance into a Part 10
-file by the rules it lists; an instance that breaks one is a Failed SOP Sequence item.
+JSON metadata (docs/google-behaviour.md#stow-json-bulkdata): `dicom.json_batch` pairs the
+instances with their bulk data parts, which may come in any order, and `dicom.json_instances`
+builds each complete instance into a Part 10 file by the rules it lists; an instance that breaks
+one is a Failed SOP Sequence item.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ ACCEPTED_CONTENT_TYPES: Final = (
     f'{MULTIPART_RELATED}; type="{DICOM}"',
     f'{MULTIPART_RELATED}; type="{DICOM_JSON}"',
 )
-#: Response media types, in the server's order of preference (item 38: XML by default).
+#: Response media types, in the server's order of preference (XML by default:
+#: docs/google-behaviour.md#stow-response-format).
 RESPONSE_TYPES: Final = (DICOM_XML, DICOM_JSON, JSON)
 
 

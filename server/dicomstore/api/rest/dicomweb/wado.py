@@ -3,21 +3,23 @@
 Resources, under `.../dicomWeb/studies/{study}[/series/{series}[/instances/{instance}]]`:
 - the study, series or instance itself: `multipart/related; type="application/dicom"`, one part
   per instance (Content-Type `application/dicom; transfer-syntax=<its syntax>`, Content-Location
-  its URL), and for an instance also the single part `application/dicom` (google-behaviour
-  item 41). Without a `transfer-syntax` parameter the answer is Explicit VR Little Endian, in
+  its URL), and for an instance also the single part `application/dicom`
+  (docs/google-behaviour.md#retrieve-media-types). Without a `transfer-syntax` parameter the
+  answer is Explicit VR Little Endian (docs/google-behaviour.md#retrieve-default-syntax), in
   both modes: it is Google's default, and PS3.18 8.7.3.5.2 makes it the default of
   `application/dicom` too; so compressed, implicit and big-endian uploads are transcoded.
   `transfer-syntax=*` answers the stored bytes. Any syntax of `pixel_encode.PRODUCIBLE` may be
   asked for; an instance already in it is sent as stored;
 - `/metadata`: `application/dicom+json`, an array of the instances' DICOM JSON whose
-  BulkDataURIs point at the `bulkdata` resources below (item 44); the same body is
+  BulkDataURIs point at the `bulkdata` resources below
+  (docs/google-behaviour.md#metadata-bulkdata-rules); the same body is
   `application/json` to a client that prefers that (at equal quality, the type named more
   closely wins), as Google's discovery-based clients do by default and as QIDO-RS and STOW-RS
   answer;
 - `/bulkdata/{tag path}` of an instance, `TTTTTTTT` or `SSSSSSSS/i/TTTTTTTT` nested: the value as
   `multipart/related; type="application/octet-stream"` (default) or `application/octet-stream`,
-  little endian and uncompressed (item 45): compressed Pixel Data is decoded, frame after frame;
-  only paths the metadata lists as bulk data.
+  little endian and uncompressed (docs/google-behaviour.md#bulkdata-retrieve): compressed Pixel
+  Data is decoded, frame after frame; only paths the metadata lists as bulk data.
 Frames and rendered images are in `wado_pixels`.
 
 BulkDataURIs and Content-Locations are absolute URLs on `DicomWebContext.base_url`: the
@@ -25,16 +27,18 @@ BulkDataURIs and Content-Locations are absolute URLs on `DicomWebContext.base_ur
 
 Transcoding runs in the pixel workers (`pixel_workers`), a frame or a few at a time. Whether
 each instance can be transcoded is checked before the answer starts, so an impossible one is a
-400 INVALID_ARGUMENT in Google's words ("image cannot be transcoded from ... to ...", item 46)
-rather than a broken body; a syntax this server never produces is 406 listing those it does
-(item 47). An error after the answer has started (a blob that fails to decode past its first
-frame) can only cut the body short: the client sees an incomplete multipart body, never a
+400 INVALID_ARGUMENT in Google's words ("image cannot be transcoded from ... to ...",
+docs/google-behaviour.md#transcode-errors) rather than a broken body; a syntax this server never
+produces is 406 listing those it does (docs/google-behaviour.md#retrieve-transcode-targets,
+#accept-negotiation). An error after the answer has started (a blob that fails to decode past its
+first frame) can only cut the body short: the client sees an incomplete multipart body, never a
 wrong one. Metadata as `multipart/related; type=application/dicom+xml` is not available: 406.
 
 Errors: a study, series or instance that does not exist (or an unknown store) is 404 NOT_FOUND.
-Google's conformance statement documents 403 for "no access or resource doesn't exist" (item
-48), but its own mock and every DICOMweb client expect 404, and nothing here controls access
-yet. A malformed bulk data path is 400 INVALID_ARGUMENT.
+Google's conformance statement documents 403 for "no access or resource doesn't exist", but its own
+mock and every DICOMweb client expect 404, and nothing here controls access yet
+(docs/google-behaviour.md#retrieve-missing-resource). A malformed bulk data path is 400
+INVALID_ARGUMENT.
 
 Bodies stream: stored bytes go from `BlobStore.read` chunks to the socket, transcoded ones
 piece by piece with one job ahead (`core.pixels`), bulk data is read range by range off the

@@ -2,22 +2,24 @@
 
 - `/frames/{list}` (1-based, comma separated, in the order asked, repeats kept): one part per
   frame in `multipart/related`, or the bare frame for a single frame asked as a single part.
-  Part types (google-behaviour item 42; PS3.18 Table 8.7.4-1): `application/octet-stream`,
-  native little endian by default (compressed instances decoded) or as stored with
-  `transfer-syntax=*`; `image/jpeg` (JPEG Baseline, 8-bit), `image/jls` (.4.80 default, .4.81),
-  `image/jp2` (.4.90 default, .4.91), `image/dicom-rle` and `image/png` (lossless, 8 or 16-bit
-  grey, 8-bit colour). A frame already stored in the asked syntax is sent as stored.
-- `/rendered` and `/frames/{n}/rendered`: the frame (the first for an instance, as Google
-  does) through the display pipeline of `dicom.render`, as `image/jpeg` (default) or
-  `image/png` (item 43). Query parameters: `viewport` in both modes; `quality` and `window`
+  Part types (docs/google-behaviour.md#frame-media-types; PS3.18 Table 8.7.4-1):
+  `application/octet-stream`, native little endian by default (compressed instances decoded) or as
+  stored with `transfer-syntax=*`; `image/jpeg` (JPEG Baseline, 8-bit), `image/jls` (.4.80 default,
+  .4.81), `image/jp2` (.4.90 default, .4.91), `image/dicom-rle` and `image/png` (lossless, 8 or
+  16-bit grey, 8-bit colour). A frame already stored in the asked syntax is sent as stored.
+- `/rendered` and `/frames/{n}/rendered`: the frame (the first for an instance, as Google does)
+  through the display pipeline of `dicom.render`, as `image/jpeg` (default) or `image/png`
+  (docs/google-behaviour.md#rendered-media-types). Query parameters
+  (docs/google-behaviour.md#rendered-parameters): `viewport` in both modes; `quality` and `window`
   (PS3.18 8.3.5.1) in standard mode only, since Google supports viewport alone; there they are
   ignored, as Google ignores them. Several frames cannot make one image: 400.
 
 A frame number outside 1..Number of Frames is 400 INVALID_ARGUMENT naming the valid range
-(item 48), checked before any pixel work; an instance without Pixel Data is 400 too. The first
-frame is produced before the answer starts, so an impossible encoding (JPEG of 16-bit data) is
-a 400 in Google's words, and a media type this server never produces is 406 listing those it
-does. Frames are produced by the pixel workers, one job ahead (`core.pixels`).
+(docs/google-behaviour.md#retrieve-bad-request), checked before any pixel work; an instance without
+Pixel Data is 400 too. The first frame is produced before the answer starts, so an impossible
+encoding (JPEG of 16-bit data) is a 400 in Google's words, and a media type this server never
+produces is 406 listing those it does. Frames are produced by the pixel workers, one job ahead
+(`core.pixels`).
 """
 
 from __future__ import annotations

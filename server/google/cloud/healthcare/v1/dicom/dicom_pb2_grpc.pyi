@@ -5,11 +5,11 @@ DICOM stores of the Cloud Healthcare API v1, as served by dicomstore.
 
 Field numbers: Google has not published its field numbers. Ours are
 assigned in the order Google's RPC reference for
-`google.cloud.healthcare.v1.dicom` (seed 003_c02a7cef2ee4aed1.txt) lists
-the fields; fields that only the discovery document `healthcare.v1.json`
-lists are appended after them, in the discovery document's order. Messages
-the reference does not describe take the discovery document's order.
-Once released, a number never changes.
+`google.cloud.healthcare.v1.dicom` lists the fields; fields that only the
+discovery document `healthcare.v1.json` lists are appended after them, in
+the discovery document's order. Messages the reference does not describe
+take the discovery document's order. Once released, a number never changes
+(docs/google-behaviour.md#proto-field-numbers).
 
 The DICOMweb methods (searchFor*, retrieve*, storeInstances, delete) are
 served over HTTP only and are not part of this service.
