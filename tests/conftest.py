@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -25,15 +26,23 @@ def settings_for(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    """A started server; stopped (and its catalog closed) after the test."""
-    server = App(settings_for(tmp_path / "data"))
+@asynccontextmanager
+async def running(tmp_path: Path, **overrides: object) -> AsyncIterator[App]:
+    """A server started over `tmp_path`/data with settings `overrides`; stopped (and its catalog
+    closed) on leaving."""
+    server = App(settings_for(tmp_path / "data", **overrides))
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    """A started server; stopped (and its catalog closed) after the test."""
+    async with running(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
@@ -43,12 +52,12 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def dicom(channel: grpc.aio.Channel) -> dicom_pb2_grpc.DicomServiceStub:
+def dicom(channel: grpc.aio.Channel) -> dicom_pb2_grpc.DicomServiceAsyncStub:
     return dicom_pb2_grpc.DicomServiceStub(channel)
 
 
 @pytest.fixture
-def datasets(channel: grpc.aio.Channel) -> dataset_pb2_grpc.DatasetServiceStub:
+def datasets(channel: grpc.aio.Channel) -> dataset_pb2_grpc.DatasetServiceAsyncStub:
     return dataset_pb2_grpc.DatasetServiceStub(channel)
 
 
@@ -58,7 +67,7 @@ def operations(channel: grpc.aio.Channel) -> operations_pb2_grpc.OperationsStub:
 
 
 @pytest.fixture
-async def dataset(datasets: dataset_pb2_grpc.DatasetServiceStub) -> str:
+async def dataset(datasets: dataset_pb2_grpc.DatasetServiceAsyncStub) -> str:
     """The name of a freshly created dataset."""
     await datasets.CreateDataset(
         dataset_pb2.CreateDatasetRequest(parent=LOCATION, dataset_id="test-dataset")

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import httpx
 
+from dicomstore_bench.arguments import workload_list
 from dicomstore_bench.corpus import MODALITIES, PER_SERIES, PER_STUDY, Corpus, Ids, Template
 from dicomstore_bench.load import (
     MB,
@@ -403,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wado-study-mb", type=float, help="size of the WADO study (default 100)")
     p.add_argument(
         "--workloads",
-        type=_workloads,
+        type=workload_list(WORKLOADS),
         default=WORKLOADS,
         help="comma-separated subset of stow,qido,wado (default: all, in that order)",
     )
@@ -414,15 +415,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (default: the Debian path)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
-
-
-def _workloads(text: str) -> tuple[str, ...]:
-    named = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(named) - set(WORKLOADS))
-    if unknown or not named:
-        what = f"unknown workload {', '.join(unknown)}" if unknown else "no workload named"
-        raise argparse.ArgumentTypeError(f"{what}: choose from {','.join(WORKLOADS)}")
-    return tuple(name for name in WORKLOADS if name in named)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

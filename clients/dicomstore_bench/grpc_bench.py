@@ -14,8 +14,8 @@ warm-up included, is counted as an error.
 Split: one client process (c=16 -> 1 process x 16 in flight; --client-processes to re-measure).
 On 2 cores the server (one asyncio process plus gRPC threads) wants ~1.2 cores; one client process
 holds it there at ~0.5 core and ~260-300 us of client CPU per call, while 2 and 4 processes
-cost 330-450 us per call (more spawns, channels and context switches) and gave the server less
-throughput (GetDicomStore c=16: ~3000 calls/s with 1 process vs ~2000-2500 with 2 or 4).
+cost 330-450 us per call (more spawns, channels and context switches), CPU the server then lacks
+(docs/benchmarks.md, "Design measurements").
 """
 
 from __future__ import annotations

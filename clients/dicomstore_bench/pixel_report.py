@@ -4,12 +4,16 @@ ratio dicomstore / Orthanc round by round, and the issue's target beside it."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dicomstore_bench.load import Tally
 
 OURS, THEIRS = "dicomstore", "orthanc"
+RENDERED_P50_MS = 30.0
+#: Throughput at c=4 over c=1 per core the server can use, at least.
+SCALING_PER_CORE = 0.75
 
 
 @dataclass
@@ -36,9 +40,7 @@ class Row:
         return self
 
 
-def tally_rows(
-    measurement: str, per_s: str, tallies: Mapping[str, Sequence[Tally]], *, latency: bool = True
-) -> list[Row]:
+def tally_rows(measurement: str, per_s: str, tallies: Mapping[str, Sequence[Tally]]) -> list[Row]:
     """p50, p99, throughput (`per_s` its unit) and the server's CPU per request, with the errors
     of every round under the first row."""
     errors: dict[str, dict[str, int]] = {}
@@ -53,12 +55,41 @@ def tally_rows(
     rows = [
         row("p50 ms", lambda t: t.percentile_ms(0.5)),
         row("p99 ms", lambda t: t.percentile_ms(0.99)),
+        row(per_s, lambda t: t.per_s),
+        row("CPU ms/req", lambda t: t.server_ms_per_item),
     ]
-    if not latency:
-        rows = []
-    rows += [row(per_s, lambda t: t.per_s), row("CPU ms/req", lambda t: t.server_ms_per_item)]
     rows[0].errors = errors
     return rows
+
+
+def aim_rendered(concurrency: int, rows: Sequence[Row]) -> None:
+    """The issue's targets on the rows of `tally_rows` for `/rendered`: p50 at c=1 below
+    RENDERED_P50_MS, throughput at c=4 at least Orthanc's."""
+    p50, rate = rows[0], rows[2]
+    if concurrency == 1 and OURS in p50.values:
+        target = f"< {RENDERED_P50_MS:g} ms"
+        p50.aim(target, lambda v: v < RENDERED_P50_MS, p50.values[OURS])
+    if concurrency == 4 and OURS in rate.values and THEIRS in rate.values:
+        rate.aim(">= orthanc", lambda v: v >= 1, rate.ratios)
+
+
+def scaling_rows(
+    measurement: str, one: Mapping[str, Sequence[Tally]], four: Mapping[str, Sequence[Tally]]
+) -> list[Row]:
+    """Throughput at c=4 over c=1, round by round, for the servers measured at both; the target
+    is SCALING_PER_CORE per core this process may use, up to 4."""
+    values = {
+        server: [b.per_s / a.per_s for a, b in zip(one[server], four[server], strict=True)]
+        for server in one
+        if server in four
+    }
+    if not values:
+        return []
+    row = Row(f"{measurement} c=4 / c=1", "x req/s", values)
+    floor = SCALING_PER_CORE * min(4, len(os.sched_getaffinity(0)))
+    if OURS in values:
+        row.aim(f">= {floor:.1f}x", lambda v: v >= floor, values[OURS])
+    return [row]
 
 
 def _number(value: float) -> str:

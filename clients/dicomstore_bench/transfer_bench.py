@@ -38,6 +38,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from dicomstore_bench.arguments import positive
 from dicomstore_bench.fake_gcs import EmulatorUnavailable, fake_gcs_server
 from dicomstore_bench.report import finite, machine, machine_line
 from dicomstore_bench.servers import find_orthanc, run_async
@@ -51,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dicomstore-transfer-bench", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--instances", type=_positive, default=DEFAULT_INSTANCES, help="default 10000")
-    p.add_argument("--repeat", type=_positive, default=1, help="rounds; ranges are min-max")
+    p.add_argument("--instances", type=positive, default=DEFAULT_INSTANCES, help="default 10000")
+    p.add_argument("--repeat", type=positive, default=1, help="rounds; ranges are min-max")
     p.add_argument("--no-orthanc", action="store_true", help="no Orthanc STOW reference")
     p.add_argument("--no-fake-gcs", action="store_true", help="no import from fake-gcs-server")
     p.add_argument(
@@ -64,13 +65,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _work_dir(keep: Path | None, stack: contextlib.ExitStack) -> Path:

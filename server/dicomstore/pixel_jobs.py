@@ -14,7 +14,10 @@ at once (a rendered frame holds a few working copies of it, hence `RENDER_COPIES
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Final
@@ -45,10 +48,35 @@ class OverMemoryLimit(ValueError):
     """A job would hold more memory than `--pixel-memory-limit` allows."""
 
 
-def start_worker() -> None:
-    """Worker initializer: Ctrl-C in a terminal reaches the whole process group; only the
-    server should act on it (it stops the pool itself)."""
+def start_worker(server_pid: int) -> None:
+    """Worker initializer. Ctrl-C in a terminal reaches the whole process group; only the
+    server should act on it (it stops the pool itself). And a worker must not outlive the
+    server: killed with SIGKILL, the server cannot stop its pool, and a worker waiting for its
+    next job would wait forever (it holds both ends of the job queue), keeping the fork
+    server alive too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(server_pid,), daemon=True).start()
+
+
+def _exit_with(server_pid: int) -> None:
+    try:
+        handle = os.pidfd_open(server_pid)
+    except OSError:  # the server is gone already, or no pidfd (Linux before 5.3)
+        while _alive(server_pid):
+            time.sleep(1.0)
+    else:
+        select.select([handle], [], [])  # readable once the process has exited
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return True
 
 
 def ping() -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -54,7 +55,10 @@ class PixelWorkers:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["dicomstore.pixel_jobs"])
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=context, initializer=pixel_jobs.start_worker
+                self.processes,
+                mp_context=context,
+                initializer=pixel_jobs.start_worker,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

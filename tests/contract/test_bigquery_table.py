@@ -17,9 +17,9 @@ import duckdb
 import pydicom
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from tests.contract.conftest import BigQueryTables
+from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.core.bigquery_export import check_destination, write_plan
 from dicomstore.core.errors import FailedPrecondition, Unavailable
@@ -36,7 +36,7 @@ UPDATED = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def ct_instance(**attributes: Any) -> Dataset:
     """CT_small.dcm with `attributes` set (keyword to value)."""
-    dataset = dcmread(get_testdata_file("CT_small.dcm"))
+    dataset = dcmread(data_file("CT_small.dcm"))
     for keyword, value in attributes.items():
         setattr(dataset, keyword, value)
     return dataset

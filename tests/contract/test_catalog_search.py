@@ -1,6 +1,6 @@
 """The search part of the Catalog port (QIDO-RS): levels, scopes, visibility, paging, matching.
 
-Queries are built directly as `dicomstore.dicom.qido.Query` values, so these rules hold for any
+Queries are built directly as `dicomstore.core.queries.Query` values, so these rules hold for any
 adapter whatever the HTTP layer does; the query language itself is pinned in
 `tests/unit/test_search.py`.
 """
@@ -16,7 +16,7 @@ from dicomstore.core.errors import NotFound
 from dicomstore.core.model import Dataset, DicomStore, InstanceKey, NewInstance
 from dicomstore.core.names import DatasetName, DicomStoreName
 from dicomstore.core.ports import Catalog
-from dicomstore.dicom.qido import Condition, Level, Match, MatchKind, Query
+from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
 
 DATASET = DatasetName.parse("projects/p/locations/l/datasets/d")
 STORE = DicomStoreName(DATASET, "s")

@@ -244,7 +244,8 @@ def test_full_disk_answers_grpc_writes_resource_exhausted_then_recovers(disk: Di
         assert caught.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         details = caught.details() or ""
         assert "insufficient storage" in details
-        trailer = dict(caught.trailing_metadata() or ())
+        # types-grpcio's metadatum is no (key, value) pair; grpc's is a namedtuple of two.
+        trailer: dict[str, str] = dict(caught.trailing_metadata() or ())  # type: ignore[arg-type]
         assert f"(request id {trailer['x-request-id']})" in details
         assert_nothing_lost(disk)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import ipaddress
 import queue
 import shutil
@@ -29,9 +30,10 @@ import pytest
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
-from google.protobuf import message
+from google.protobuf import field_mask_pb2, message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
+from tests.e2e.operations import wait_done
 from tests.e2e.server import (
     ServerProcess,
     Target,
@@ -81,20 +83,8 @@ def health_check(channel: grpc.Channel, timeout: float = CALL_TIMEOUT) -> int:
     response = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service=""), timeout=timeout
     )
-    return response.status
-
-
-def wait_done(
-    operations: operations_pb2_grpc.OperationsStub, name: str, timeout: float = 10.0
-) -> operations_pb2.Operation:
-    deadline = time.monotonic() + timeout
-    while True:
-        operation = operations.GetOperation(
-            operations_pb2.GetOperationRequest(name=name), timeout=CALL_TIMEOUT
-        )
-        if operation.done or time.monotonic() > deadline:
-            return operation
-        time.sleep(0.05)
+    status: int = response.status
+    return status
 
 
 def create_world(channel: grpc.Channel) -> dict[str, Any]:
@@ -338,7 +328,7 @@ def test_restart_after_kill_keeps_acknowledged_writes(tmp_path: Path) -> None:
         late = dicom.UpdateDicomStore(
             dicom_pb2.UpdateDicomStoreRequest(
                 dicom_store=dicom_pb2.DicomStore(name=names["stores"][3], labels={"late": "yes"}),
-                update_mask={"paths": ["labels"]},
+                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
             ),
             timeout=CALL_TIMEOUT,
         )
@@ -497,6 +487,10 @@ def sigterm_under_load(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome
     """300 concurrent ListDicomStores over 1000 stores; SIGTERM once the first one finished."""
     dataset = f"{LOCATION}/datasets/many"
     finished: dict[str, float] = {}
+
+    def ended(request_id: str, _: object) -> None:
+        finished.setdefault(request_id, time.monotonic())
+
     with (
         start_server(tmp_path_factory.mktemp("load") / "data") as server,
         grpc.insecure_channel(server.grpc_address) as channel,
@@ -513,18 +507,16 @@ def sigterm_under_load(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome
             )
             for i in range(1000)
         ]
-        for future in created:
-            future.result()
+        for creating in created:
+            creating.result()
         request = dicom_pb2.ListDicomStoresRequest(parent=dataset, page_size=1000)
         sent = []
         for _ in range(300):
             request_id = uuid.uuid4().hex[:16]
             future = dicom.ListDicomStores.future(
-                request, timeout=30, metadata=[("x-request-id", request_id)]
+                request, timeout=30, metadata=(("x-request-id", request_id),)
             )
-            future.add_done_callback(
-                lambda _, request_id=request_id: finished.setdefault(request_id, time.monotonic())
-            )
+            future.add_done_callback(functools.partial(ended, request_id))
             sent.append((request_id, future))
         server.wait_for_records(lambda r: r.get("method", "").endswith("/ListDicomStores"))
         signalled = time.monotonic()

@@ -219,7 +219,7 @@ class JsonClient:
     def fails(self, service: str, method: str, body: dict[str, Any]) -> grpc.StatusCode:
         with pytest.raises(grpc.RpcError) as failed:
             self.call(service, method, body)
-        code: grpc.StatusCode = failed.value.code()  # type: ignore[attr-defined]
+        code: grpc.StatusCode = failed.value.code()
         return code
 
 

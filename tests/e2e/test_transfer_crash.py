@@ -15,6 +15,7 @@ from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.cloud.healthcare.v1.operation_pb2 import OperationMetadata
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from tests.e2e.operations import wait_done
 from tests.e2e.server import ServerProcess, external_target, start_server
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
@@ -68,15 +69,7 @@ def kill_once_under_way(server: ServerProcess, channel: grpc.Channel, name: str)
 
 
 def finished(channel: grpc.Channel, name: str) -> operations_pb2.Operation:
-    operations = operations_pb2_grpc.OperationsStub(channel)
-    deadline = time.monotonic() + 120
-    while True:
-        operation = operations.GetOperation(
-            operations_pb2.GetOperationRequest(name=name), timeout=10
-        )
-        if operation.done or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    operation = wait_done(operations_pb2_grpc.OperationsStub(channel), name, timeout=120)
     assert operation.done
     assert not operation.HasField("error"), operation.error
     counter = counter_of(operation).counter

@@ -54,7 +54,7 @@ SERVER_FAULT_CODES = frozenset(
 )
 _TALLY = pytest.StashKey[Counter[str]]()
 
-_COMMON = {
+_COMMON: dict[str, Any] = {
     "deadline": None,
     "database": None,
     # The servers are session fixtures reached through a function-scoped one that picks the mode.

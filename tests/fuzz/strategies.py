@@ -95,7 +95,7 @@ Mutation = Callable[[bytearray], None]
 def mutations(draw: st.DrawFn, name: str, size: int) -> Mutation:
     """One change to a copy of seed `name`, of `size` bytes."""
     found = SEED_ELEMENTS[name]
-    if found and draw(st.booleans()):
+    if bool(found) and draw(st.booleans()):
         return draw(element_mutation(found, size))
     return draw(byte_mutation(size))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote
 
+import grpc
 from google.cloud.healthcare.v1.dataset import dataset_pb2, dataset_pb2_grpc
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
@@ -479,5 +480,5 @@ def raw_request(draw: st.DrawFn, valid: bytes) -> bytes:
 @given(data=st.data(), method=st.sampled_from(sorted(RAW_REQUESTS)))
 def test_grpc_malformed_request_bytes(google: Fuzzed, data: st.DataObject, method: str) -> None:
     raw = data.draw(raw_request(RAW_REQUESTS[method].SerializeToString()))
-    call = google.channel.unary_unary(method)
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = google.channel.unary_unary(method)
     google.called("grpc request bytes (mutated protobuf)", call, raw, writes=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 import pytest
 from google.cloud.healthcare.v1 import operation_pb2
@@ -13,7 +15,8 @@ from google.protobuf import field_mask_pb2
 from tests.conftest import LOCATION
 from tests.grpc.test_dicom_service import status_of
 
-Stub = dataset_pb2_grpc.DatasetServiceStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dataset_pb2_grpc.DatasetServiceAsyncStub"
 
 
 @pytest.mark.google_behaviour("create-returns", "operation-method-names")
@@ -144,7 +147,7 @@ async def test_patch_changes_time_zone_only_with_mask(datasets: Stub) -> None:
 
 @pytest.mark.google_behaviour("delete-store")
 async def test_delete_removes_dataset_with_its_stores(
-    datasets: Stub, dicom: dicom_pb2_grpc.DicomServiceStub, dataset: str
+    datasets: Stub, dicom: dicom_pb2_grpc.DicomServiceAsyncStub, dataset: str
 ) -> None:
     await dicom.CreateDicomStore(
         dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -12,10 +13,11 @@ from google.protobuf import field_mask_pb2
 
 from tests.conftest import DATASET, LOCATION
 
-Stub = dicom_pb2_grpc.DicomServiceStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dicom_pb2_grpc.DicomServiceAsyncStub"
 
 
-async def create(dicom: Stub, store_id: str, **fields: object) -> dicom_pb2.DicomStore:
+async def create(dicom: Stub, store_id: str, **fields: Any) -> dicom_pb2.DicomStore:
     return await dicom.CreateDicomStore(
         dicom_pb2.CreateDicomStoreRequest(
             parent=DATASET, dicom_store_id=store_id, dicom_store=dicom_pb2.DicomStore(**fields)
@@ -430,7 +432,7 @@ async def test_import_with_bad_source_is_invalid_and_starts_nothing(
     dicom: Stub,
     dataset: str,
     operations: operations_pb2_grpc.OperationsStub,
-    request_fields: dict[str, object],
+    request_fields: dict[str, Any],
     field: str,
 ) -> None:
     store = await create(dicom, "s")
@@ -464,7 +466,7 @@ async def test_import_with_bad_source_is_invalid_and_starts_nothing(
     ],
 )
 async def test_export_with_bad_destination_is_invalid(
-    dicom: Stub, dataset: str, request_fields: dict[str, object], field: str
+    dicom: Stub, dataset: str, request_fields: dict[str, Any], field: str
 ) -> None:
     store = await create(dicom, "s")
     error = await status_of(

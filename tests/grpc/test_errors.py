@@ -34,7 +34,7 @@ class Failing:
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[dicom_pb2_grpc.DicomServiceStub]:
+async def stub() -> AsyncIterator[dicom_pb2_grpc.DicomServiceAsyncStub]:
     service = dicom_pb2.DESCRIPTOR.services_by_name["DicomService"]
     server = GrpcServer(
         [(service, Failing())], address="127.0.0.1:0", access_log=AccessLog(sys.stderr, "json")
@@ -59,7 +59,7 @@ def test_every_core_error_class_is_covered() -> None:
 @pytest.mark.google_behaviour("error-model")
 @pytest.mark.parametrize("cls", DOMAIN_ERRORS, ids=lambda c: c.__name__)
 async def test_domain_error_becomes_its_grpc_status(
-    stub: dicom_pb2_grpc.DicomServiceStub, cls: type[errors.DicomStoreError]
+    stub: dicom_pb2_grpc.DicomServiceAsyncStub, cls: type[errors.DicomStoreError]
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetDicomStore(dicom_pb2.GetDicomStoreRequest(name=cls.__name__))
@@ -75,7 +75,7 @@ async def test_domain_error_becomes_its_grpc_status(
 
 
 async def test_unexpected_error_is_internal_without_details(
-    stub: dicom_pb2_grpc.DicomServiceStub,
+    stub: dicom_pb2_grpc.DicomServiceAsyncStub,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetDicomStore(dicom_pb2.GetDicomStoreRequest(name="boom"))
@@ -85,7 +85,7 @@ async def test_unexpected_error_is_internal_without_details(
 
 
 async def test_method_without_handler_is_unimplemented(
-    stub: dicom_pb2_grpc.DicomServiceStub,
+    stub: dicom_pb2_grpc.DicomServiceAsyncStub,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListDicomStores(dicom_pb2.ListDicomStoresRequest(parent="x"))

@@ -3,7 +3,7 @@ gRPC server: rows, schema columns, write dispositions and `force`, the source st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import grpc
@@ -15,8 +15,9 @@ from dicomstore.app import App
 from tests.grpc.transfers import finished, metadata, stow
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
-Stub = dicom_pb2_grpc.DicomServiceStub
-Operations = operations_pb2_grpc.OperationsStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dicom_pb2_grpc.DicomServiceAsyncStub"
+Operations: TypeAlias = operations_pb2_grpc.OperationsStub
 TABLE = "bq://bench-project.dicom.instances"
 Disposition = dicom_pb2.BigQueryDestination.WriteDisposition
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import pydicom
@@ -17,8 +18,9 @@ from dicomstore.app import App
 from tests.grpc.transfers import finished, generated, metadata, stow
 from tests.unit.dicom.dicomfiles import data_file
 
-Stub = dicom_pb2_grpc.DicomServiceStub
-Operations = operations_pb2_grpc.OperationsStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dicom_pb2_grpc.DicomServiceAsyncStub"
+Operations: TypeAlias = operations_pb2_grpc.OperationsStub
 STUDY = "1.2.826.0.1.8"
 SERIES = (f"{STUDY}.1", f"{STUDY}.2")
 CT = pydicom.dcmread(data_file("CT_small.dcm"))

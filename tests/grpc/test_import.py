@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import httpx
@@ -17,8 +17,9 @@ from dicomstore.app import App
 from tests.grpc.transfers import finished, generated, metadata
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, new_instance, part10
 
-Stub = dicom_pb2_grpc.DicomServiceStub
-Operations = operations_pb2_grpc.OperationsStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dicom_pb2_grpc.DicomServiceAsyncStub"
+Operations: TypeAlias = operations_pb2_grpc.OperationsStub
 BUCKET = "import-bucket"
 
 
@@ -44,7 +45,8 @@ async def start_import(dicom: Stub, store: str, uri: str) -> str:
     operation = await dicom.ImportDicomData(
         dicom_pb2.ImportDicomDataRequest(name=store, gcs_source=dicom_pb2.GcsSource(uri=uri))
     )
-    return operation.name
+    name: str = operation.name
+    return name
 
 
 async def instance_count(dicom: Stub, store: str) -> int:

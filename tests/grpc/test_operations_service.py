@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
@@ -11,10 +13,10 @@ from tests.conftest import LOCATION
 from tests.grpc.test_dicom_service import status_of
 from tests.grpc.transfers import finished
 
-Stub = operations_pb2_grpc.OperationsStub
+Stub: TypeAlias = operations_pb2_grpc.OperationsStub
 
 
-async def start_import(dicom: dicom_pb2_grpc.DicomServiceStub, dataset: str) -> str:
+async def start_import(dicom: dicom_pb2_grpc.DicomServiceAsyncStub, dataset: str) -> str:
     store = await dicom.CreateDicomStore(
         dicom_pb2.CreateDicomStoreRequest(parent=dataset, dicom_store_id="s")
     )
@@ -23,13 +25,14 @@ async def start_import(dicom: dicom_pb2_grpc.DicomServiceStub, dataset: str) -> 
             name=store.name, gcs_source=dicom_pb2.GcsSource(uri="gs://bucket/*.dcm")
         )
     )
-    return operation.name
+    name: str = operation.name
+    return name
 
 
 @pytest.mark.google_behaviour("operations-under-dataset", "operations-list-filter")
 async def test_list_filters_on_done_and_pages(
     operations: Stub,
-    dicom: dicom_pb2_grpc.DicomServiceStub,
+    dicom: dicom_pb2_grpc.DicomServiceAsyncStub,
     dataset: str,
     channel: grpc.aio.Channel,
 ) -> None:
@@ -86,7 +89,7 @@ async def test_get_of_missing_operation_is_not_found(operations: Stub, dataset: 
 @pytest.mark.google_behaviour("operation-cancel")
 async def test_cancel_of_finished_operation_changes_nothing(
     operations: Stub,
-    dicom: dicom_pb2_grpc.DicomServiceStub,
+    dicom: dicom_pb2_grpc.DicomServiceAsyncStub,
     dataset: str,
     channel: grpc.aio.Channel,
 ) -> None:

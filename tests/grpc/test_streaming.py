@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import TypeAlias
 
 import duckdb
+import grpc
 import pytest
 from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import field_mask_pb2
 
 from dicomstore.app import App
 from dicomstore.core.streaming import NOT_STREAMED_S
@@ -19,7 +22,8 @@ from tests.grpc.transfers import generated, stow
 
 pytestmark = pytest.mark.google_behaviour("bigquery-streaming")
 
-Stub = dicom_pb2_grpc.DicomServiceStub
+# The stub over an aio channel: mypy-protobuf declares it for type checkers only.
+Stub: TypeAlias = "dicom_pb2_grpc.DicomServiceAsyncStub"
 LIVE = "bq://stream-project.dicom.live"
 AUDIT = "bq://stream-project.audit.copy"
 
@@ -68,7 +72,7 @@ async def eventually(app: App, table: str, count: int, within: float = 30) -> No
 
 
 async def test_stored_and_imported_instances_become_rows_of_every_stream_table(
-    app: App, dicom: Stub, dataset: str, channel: object
+    app: App, dicom: Stub, dataset: str, channel: grpc.aio.Channel
 ) -> None:
     store = await streamed_store(dicom, dataset)
     await stow(app, store, instance(1), instance(2), instance(3))
@@ -91,12 +95,12 @@ async def test_stored_and_imported_instances_become_rows_of_every_stream_table(
 
 
 async def test_a_failing_table_never_fails_a_request_and_catches_up(
-    app: App, dicom: Stub, dataset: str, channel: object
+    app: App, dicom: Stub, dataset: str, channel: grpc.aio.Channel
 ) -> None:
     store = await streamed_store(dicom, dataset)
     database(app).mkdir(parents=True)  # a folder where the database file goes: writes fail
     await stow(app, store, instance(1), instance(2))
-    operations = operations_pb2_grpc.OperationsStub(channel)  # type: ignore[arg-type]
+    operations = operations_pb2_grpc.OperationsStub(channel)
     listed = await operations.ListOperations(operations_pb2.ListOperationsRequest(name=dataset))
     assert listed is not None  # the server keeps answering
     await asyncio.sleep(0.5)
@@ -124,7 +128,7 @@ async def test_a_stream_added_later_takes_the_instances_stored_after_it(
                     )
                 ],
             ),
-            update_mask={"paths": ["stream_configs"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["stream_configs"]),
         )
     )
     await asyncio.sleep(NOT_STREAMED_S)

@@ -13,7 +13,7 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2_grpc
 
 from dicomstore.app import App
-from tests.conftest import settings_for
+from tests.conftest import running
 from tests.contract.conftest import new_emulator_bucket
 from tests.grpc.transfers import finished, generated, metadata
 
@@ -21,12 +21,8 @@ from tests.grpc.transfers import finished, generated, metadata
 @pytest.fixture
 async def app(tmp_path: Path, fake_gcs_url: str) -> AsyncIterator[App]:
     """A started server whose gs:// URIs go to fake-gcs-server."""
-    server = App(settings_for(tmp_path / "data", gcs_endpoint=fake_gcs_url))
-    await server.start()
-    try:
+    async with running(tmp_path, gcs_endpoint=fake_gcs_url) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def instance(number: int) -> bytes:
@@ -36,7 +32,7 @@ def instance(number: int) -> bytes:
 async def test_import_then_export_through_the_gcs_json_api(
     app: App,
     fake_gcs_url: str,
-    dicom: dicom_pb2_grpc.DicomServiceStub,
+    dicom: dicom_pb2_grpc.DicomServiceAsyncStub,
     operations: operations_pb2_grpc.OperationsStub,
     dataset: str,
 ) -> None:

@@ -7,72 +7,33 @@ operations; an instance delete answers `{}`. Store metrics follow each change.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
-
 import httpx
 import pytest
 
-from dicomstore.app import App
 from dicomstore.core.instances import Instances
 from tests.conftest import DATASET
-from tests.rest.test_transcoder import client_for
-from tests.rest.test_wado import (
+from tests.rest.support import (
+    OPERATION_METADATA,
     SERIES_A,
     SERIES_B,
     STORE,
     STUDY,
     WEB,
-    core_instances,
-    create_store,
-    error,
+    error_message,
     image,
     ingest,
+    ok,
     study_of_three,
+    wait_done,
 )
 from tests.unit.dicom.dicomfiles import part10
 
-JSON = "application/json; charset=utf-8"
-OPERATION_METADATA = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
 INSTANCE_A1 = f"/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.1"
-
-
-@pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        yield http
-
-
-@pytest.fixture
-async def store(client: httpx.AsyncClient) -> str:
-    return await create_store(client)
-
-
-@pytest.fixture
-def instances(app: App, store: str) -> Instances:
-    return core_instances(app)
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == JSON
-    return response.json()
 
 
 async def metrics(client: httpx.AsyncClient) -> dict[str, str]:
     body = ok(await client.get(f"/v1/{STORE}:getDICOMStoreMetrics"))
     return {key: body.get(key, "0") for key in ("studyCount", "seriesCount", "instanceCount")}
-
-
-async def wait_done(client: httpx.AsyncClient, name: str) -> Any:
-    for _ in range(500):
-        operation = ok(await client.get(f"/v1/{name}"))
-        if operation.get("done"):
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{name} did not finish")
 
 
 @pytest.mark.google_behaviour("delete-instance")
@@ -81,7 +42,7 @@ async def test_delete_instance_answers_empty_object_and_it_is_gone(
 ) -> None:
     await study_of_three(instances)
     assert ok(await client.delete(WEB + INSTANCE_A1)) == {}
-    error(await client.get(WEB + INSTANCE_A1), 404, "NOT_FOUND")
+    error_message(await client.get(WEB + INSTANCE_A1), 404, "NOT_FOUND")
     assert len((await client.get(f"{WEB}/studies/{STUDY}/metadata")).json()) == 2
     assert await metrics(client) == {"studyCount": "1", "seriesCount": "2", "instanceCount": "2"}
 
@@ -111,7 +72,7 @@ async def test_delete_study_or_series_answers_an_operation_that_deletes_it(
     done = await wait_done(client, operation["name"])
     assert "error" not in done
     assert done["metadata"]["counter"]["success"] == str(3 - int(left[2]))
-    error(await client.get(WEB + path), 404, "NOT_FOUND")
+    error_message(await client.get(WEB + path), 404, "NOT_FOUND")
     assert await metrics(client) == dict(
         zip(("studyCount", "seriesCount", "instanceCount"), left, strict=True)
     )
@@ -157,13 +118,13 @@ async def test_delete_of_something_missing_is_404(
     client: httpx.AsyncClient, instances: Instances, path: str
 ) -> None:
     await study_of_three(instances)
-    error(await client.delete(WEB + path), 404, "NOT_FOUND")
+    error_message(await client.delete(WEB + path), 404, "NOT_FOUND")
     assert await metrics(client) == {"studyCount": "1", "seriesCount": "2", "instanceCount": "3"}
 
 
 async def test_delete_in_an_unknown_store_is_404(client: httpx.AsyncClient, store: str) -> None:
     response = await client.delete(f"/v1/{DATASET}/dicomStores/nope/dicomWeb/studies/{STUDY}")
-    error(response, 404, "NOT_FOUND")
+    error_message(response, 404, "NOT_FOUND")
 
 
 @pytest.mark.google_behaviour("wrong-http-method")
@@ -172,5 +133,5 @@ async def test_other_methods_on_delete_paths_are_404_saying_which_are_served(
 ) -> None:
     await study_of_three(instances)
     response = await client.put(WEB + INSTANCE_A1)
-    error(response, 404, "NOT_FOUND")
+    error_message(response, 404, "NOT_FOUND")
     assert response.headers["allow"] == "DELETE, GET, HEAD"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,7 @@ from pydicom.uid import generate_uid
 
 from dicomstore.app import App
 from tests.conftest import DATASET, LOCATION
-from tests.rest.test_error_status import agrees
-from tests.rest.test_transcoder import client_for
+from tests.rest.support import check_agreement
 from tests.unit.dicom.dicomfiles import new_instance, part10
 
 DOCUMENT = (
@@ -189,11 +188,6 @@ def test_the_tables_name_methods_of_the_document() -> None:
 # --- the server, and what the paths name -------------------------------------------------------
 
 
-async def _check_agreement(response: httpx.Response) -> None:
-    await response.aread()
-    agrees(response)
-
-
 def instance_bytes(sop_uid: str = INSTANCE) -> bytes:
     """An 8-bit 4x4 image of STUDY/SERIES with a 2x2 icon (its Pixel Data is nested bulk data)."""
     icon = Dataset()
@@ -223,11 +217,9 @@ def instance_bytes(sop_uid: str = INSTANCE) -> bytes:
 
 
 @pytest.fixture
-async def surface_client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        http.event_hooks["response"].append(_check_agreement)
-        yield http
+def surface_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    client.event_hooks["response"].append(check_agreement)
+    return client
 
 
 async def set_up(http: httpx.AsyncClient) -> dict[str, str]:

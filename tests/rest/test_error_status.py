@@ -1,15 +1,15 @@
 """Every error body's `status` agrees with its HTTP code, by one documented table.
 
-`STATUS_OF_HTTP` is the table (the README's): the HTTP status of each canonical code as
-google/rpc/code.proto maps them, plus the statuses DICOMweb answers that no canonical code maps
-to (406, 413, 415), whose body says INVALID_ARGUMENT. Each kind of error the server emits over
-HTTP is provoked here against a real started server, and its body is checked against the table;
-`agrees` is also applied to every response of the discovery walk (`test_discovery_surface`).
+`STATUS_OF_HTTP` (in `support.py`) is the table (the README's): the HTTP status of each
+canonical code as google/rpc/code.proto maps them, plus the statuses DICOMweb answers that no
+canonical code maps to (406, 413, 415), whose body says INVALID_ARGUMENT. Each kind of error the
+server emits over HTTP is provoked here against a real started server, and its body is checked
+against the table; `support.agrees` also checks every response of the discovery walk
+(`test_discovery_surface`) and of the unknown verbs (`test_unknown_verbs`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,42 +18,21 @@ import pytest
 from starlette.types import ASGIApp
 
 from dicomstore.api.status import code_of_http, status_of
-from dicomstore.app import App
 from dicomstore.core.errors import Code
-from tests.conftest import DATASET, LOCATION, settings_for
-from tests.rest.test_transcoder import DICOM_SERVICE, Failing, client_for, rest_app
-
-STATUS_OF_HTTP = {
-    400: {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"},
-    401: {"UNAUTHENTICATED"},
-    403: {"PERMISSION_DENIED"},
-    404: {"NOT_FOUND"},
-    406: {"INVALID_ARGUMENT"},
-    409: {"ALREADY_EXISTS", "ABORTED"},
-    413: {"INVALID_ARGUMENT"},
-    415: {"INVALID_ARGUMENT"},
-    429: {"RESOURCE_EXHAUSTED"},
-    499: {"CANCELLED"},
-    500: {"INTERNAL", "UNKNOWN", "DATA_LOSS"},
-    501: {"UNIMPLEMENTED"},
-    503: {"UNAVAILABLE"},
-    504: {"DEADLINE_EXCEEDED"},
-}
+from tests.conftest import DATASET, running
+from tests.rest.support import (
+    DICOM_SERVICE,
+    STATUS_OF_HTTP,
+    Failing,
+    agrees,
+    client_for,
+    create_dataset_and_store,
+    rest_app,
+)
 
 STORE = f"{DATASET}/dicomStores/s"
 WEB = f"/v1/{STORE}/dicomWeb"
 STUDY = "1.2.826.0.1.3"
-
-
-def agrees(response: httpx.Response) -> None:
-    """A JSON error body is Google's, and its status is one its HTTP code stands for."""
-    if response.status_code < 400 or "json" not in response.headers.get("content-type", ""):
-        return
-    body = json.loads(response.content)
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "status"}
-    assert body["error"]["code"] == response.status_code
-    assert body["error"]["status"] in STATUS_OF_HTTP[response.status_code], body
 
 
 @pytest.mark.google_behaviour("error-model")
@@ -73,17 +52,11 @@ def test_every_http_status_of_the_table_stands_for_one_of_its_codes(http: int) -
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A server with a store, whose STOW-RS takes instances of up to 1,000 bytes."""
-    app = App(settings_for(tmp_path / "data", max_instance_bytes=1000))
-    await app.start()
-    try:
+    async with running(tmp_path, max_instance_bytes=1000) as app:
         assert app.http_app is not None
         async with client_for(app.http_app) as http:
-            await http.post(f"/v1/{LOCATION}/datasets", params={"datasetId": "test-dataset"})
-            created = await http.post(f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "s"})
-            assert created.status_code == 200, created.text
+            await create_dataset_and_store(http, "s")
             yield http
-    finally:
-        await app.stop()
 
 
 # (what, HTTP method, path, request keyword arguments, HTTP status, status name)

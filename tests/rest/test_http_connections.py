@@ -8,14 +8,11 @@ import asyncio
 import socket
 from pathlib import Path
 
-from dicomstore.app import App
-from tests.conftest import settings_for
+from tests.conftest import running
 
 
 async def test_accepted_http_connections_have_nagles_algorithm_off(tmp_path: Path) -> None:
-    app = App(settings_for(tmp_path / "data"))
-    await app.start()
-    try:
+    async with running(tmp_path) as app:
         reader, writer = await asyncio.open_connection("127.0.0.1", app.http_port)
         try:
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -23,11 +20,9 @@ async def test_accepted_http_connections_have_nagles_algorithm_off(tmp_path: Pat
             assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
             assert app._http is not None
             connections = list(app._http.server_state.connections)
-            sockets = [c.transport.get_extra_info("socket") for c in connections]  # type: ignore[attr-defined]
+            sockets = [c.transport.get_extra_info("socket") for c in connections]
         finally:
             writer.close()
             await writer.wait_closed()
         assert sockets
         assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
-    finally:
-        await app.stop()

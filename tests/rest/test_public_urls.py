@@ -14,17 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dicomstore.app import App
 from dicomstore.dicom.multipart import MultipartReader, parse_content_type
-from tests.conftest import settings_for
-from tests.rest.test_wado import (
-    STUDY,
-    WEB,
-    core_instances,
-    create_store,
-    image,
-    ingest,
-)
+from tests.conftest import running
+from tests.rest.support import STUDY, WEB, core_instances, create_wado_store, image, ingest
 from tests.unit.dicom.dicomfiles import part10
 
 SOP = "1.2.826.0.1.3.1.1"
@@ -35,15 +27,13 @@ RETRIEVE_URL, REFERENCED_SOPS = "00081190", "00081199"
 @asynccontextmanager
 async def stored(tmp_path: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     """A server with one image stored; an HTTP client on its real socket."""
-    app = App(settings_for(tmp_path / "data", **overrides))
-    await app.start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-            await create_store(http)
-            await ingest(core_instances(app), part10(image(SOP)))
-            yield http
-    finally:
-        await app.stop()
+    async with (
+        running(tmp_path, **overrides) as app,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http,
+    ):
+        await create_wado_store(http)
+        await ingest(core_instances(app), part10(image(SOP)))
+        yield http
 
 
 def port_of(http: httpx.AsyncClient) -> int:

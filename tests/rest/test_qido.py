@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from dicomstore.app import App
 from dicomstore.core.instances import Ingested, Instances
 from dicomstore.core.names import DicomStoreName
-from tests.conftest import DATASET, settings_for
-from tests.rest.test_transcoder import client_for
+from tests.conftest import DATASET, running
+from tests.rest.support import client_for, create_dataset_and_store
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 STORE = f"{DATASET}/dicomStores/qido"
@@ -38,20 +37,10 @@ GENERATED_STUDY = "1.2.826.0.1.3"
 
 
 async def serve(tmp_path: Path, mode: str) -> AsyncIterator[httpx.AsyncClient]:
-    server = App(settings_for(tmp_path / mode, dicomweb_mode=mode))
-    await server.start()
-    try:
+    async with running(tmp_path, dicomweb_mode=mode) as server:
         assert server.http_app is not None and server.operations is not None
         async with client_for(server.http_app) as client:
-            location, _, dataset_id = DATASET.rpartition("/datasets/")
-            response = await client.post(
-                f"/v1/{location}/datasets", params={"datasetId": dataset_id}
-            )
-            assert response.status_code == 200, response.text
-            response = await client.post(
-                f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "qido"}, json={}
-            )
-            assert response.status_code == 200, response.text
+            await create_dataset_and_store(client, "qido")
             instances = Instances(server.catalog, server.blobs, server.operations)
             for name in FILES:
                 with data_file(name).open("rb") as source:
@@ -65,8 +54,6 @@ async def serve(tmp_path: Path, mode: str) -> AsyncIterator[httpx.AsyncClient]:
                 )
                 await stored(instances, io.BytesIO(part10(ds)))
             yield client
-    finally:
-        await server.stop()
 
 
 async def stored(instances: Instances, source: Any) -> Ingested:

@@ -11,7 +11,7 @@ import io
 import json
 import tracemalloc
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,22 +26,28 @@ from dicomstore.api.rest.dicomweb.stow import SPOOL_THRESHOLD
 from dicomstore.app import App
 from dicomstore.core.ingest import IN_FLIGHT, PENDING_ROWS
 from dicomstore.core.names import DicomStoreName
-from dicomstore.dicom.multipart import multipart_chunks
 from dicomstore.dicom.reasons import FailureReason
-from tests.conftest import DATASET, LOCATION, settings_for
-from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file, new_instance, part10
+from tests.conftest import DATASET, running
+from tests.rest.support import (
+    BASE_URL,
+    BOUNDARY,
+    DICOM,
+    DICOM_JSON,
+    MULTIPART,
+    MULTIPART_JSON,
+    TEST_FILES,
+    client_for,
+    create_dataset_and_store,
+    howto_metadata,
+    jpeg_frames,
+    multipart_body,
+)
+from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 STORE = f"{DATASET}/dicomStores/s"
 STUDIES = f"/v1/{STORE}/dicomWeb/studies"
-BASE_URL = "http://dicomstore.test"
-BOUNDARY = "0f3cf5c0-70e0-41ef-baef-c6f9f65ec3e1"
-DICOM = "application/dicom"
-DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
-MULTIPART = f'multipart/related; type="{DICOM}"; boundary={BOUNDARY}'
-MULTIPART_JSON = f'multipart/related; type="{DICOM_JSON}"; boundary={BOUNDARY}'
 ACCEPT_JSON = {"Accept": DICOM_JSON}
-TEST_FILES = sorted((PYDICOM_DATA / "test_files").glob("*.dcm"))
 PROCESSING_FAILURE = 0x0110
 FAILED_SOP = "00081198"
 REFERENCED_SOP = "00081199"
@@ -52,40 +58,20 @@ SOP_INSTANCE = "00081155"
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, **overrides: object) -> AsyncIterator[App]:
-    app = App(settings_for(tmp_path / "data", **overrides))
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
-def client_for(app: App) -> httpx.AsyncClient:
-    assert app.http_app is not None
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app.http_app), base_url=BASE_URL)
-
-
-async def create_store(client: httpx.AsyncClient) -> None:
-    response = await client.post(f"/v1/{LOCATION}/datasets", params={"datasetId": "test-dataset"})
-    assert response.status_code == 200, response.text
-    response = await client.post(f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "s"})
-    assert response.status_code == 200, response.text
-
-
-@asynccontextmanager
 async def stow_client(tmp_path: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a fresh server (settings `overrides`) that already has the store."""
-    async with running(tmp_path, **overrides) as app, client_for(app) as http:
-        await create_store(http)
-        yield http
+    async with running(tmp_path, **overrides) as app:
+        assert app.http_app is not None
+        async with client_for(app.http_app) as http:
+            await create_dataset_and_store(http, "s")
+            yield http
 
 
 @pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as http:
-        await create_store(http)
-        yield http
+async def client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The client, with the store STORE created."""
+    await create_dataset_and_store(client, "s")
+    return client
 
 
 async def instance_count(client: httpx.AsyncClient) -> int:
@@ -99,12 +85,8 @@ async def stored_bytes(app: App, study: str, series: str, sop: str) -> bytes:
     return app.blobs.local_path(found.key.store_key, found.key.instance_key).read_bytes()
 
 
-def multipart(parts: Iterable[tuple[Mapping[str, str], bytes]], boundary: str = BOUNDARY) -> bytes:
-    return b"".join(multipart_chunks(((h, [b]) for h, b in parts), boundary))
-
-
 def dicom_parts(*bodies: bytes) -> bytes:
-    return multipart(({"Content-Type": DICOM}, body) for body in bodies)
+    return multipart_body(({"Content-Type": DICOM}, body) for body in bodies)
 
 
 def instance(number: int, study: str = "1.2.826.0.1.3") -> bytes:
@@ -312,7 +294,7 @@ async def test_instances_of_several_studies_have_no_top_level_retrieve_url(
 
 
 async def test_part_of_another_media_type_fails_as_an_item(client: httpx.AsyncClient) -> None:
-    body = multipart(
+    body = multipart_body(
         [({"Content-Type": DICOM}, instance(1)), ({"Content-Type": "image/png"}, b"x")]
     )
     response = await client.post(
@@ -327,7 +309,7 @@ async def test_part_of_another_media_type_fails_as_an_item(client: httpx.AsyncCl
 
 async def test_part_without_content_type_is_taken_as_dicom(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        STUDIES, content=multipart([({}, instance(1))]), headers={"Content-Type": MULTIPART}
+        STUDIES, content=multipart_body([({}, instance(1))]), headers={"Content-Type": MULTIPART}
     )
     assert response.status_code == 200, response.text
 
@@ -764,37 +746,6 @@ async def test_client_gone_mid_upload_is_499_and_stores_nothing(
 # --- JSON metadata and bulk data (docs/google-behaviour.md#stow-json-bulkdata) ---------------
 
 
-def jpeg_frames(name: str) -> tuple[pydicom.Dataset, list[bytes]]:
-    ds = pydicom.dcmread(data_file(name))
-    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1))))
-    return ds, frames
-
-
-def howto_metadata(ds: pydicom.Dataset, **extra: Any) -> dict[str, Any]:
-    """The instance.json template of Google's DICOMweb how-to, its placeholders filled from `ds`."""
-    metadata: dict[str, Any] = {
-        "00020010": {"vr": "UI", "Value": ["1.2.840.10008.1.2.4.50"]},
-        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
-        "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]},
-        "00080018": {"vr": "UI", "Value": ["1.2.826.0.1.3.4.5"]},
-        "0020000D": {"vr": "UI", "Value": ["1.2.826.0.1.3"]},
-        "0020000E": {"vr": "UI", "Value": ["1.2.826.0.1.3.4"]},
-        "00280002": {"vr": "US", "Value": [3]},
-        "00280004": {"vr": "CS", "Value": ["YBR_FULL_422"]},
-        "00280006": {"vr": "US", "Value": [0]},
-        "00280008": {"vr": "IS", "Value": [1]},
-        "00280010": {"vr": "US", "Value": [ds.Rows]},
-        "00280011": {"vr": "US", "Value": [ds.Columns]},
-        "00280100": {"vr": "US", "Value": [8]},
-        "00280101": {"vr": "US", "Value": [8]},
-        "00280102": {"vr": "US", "Value": [7]},
-        "00280103": {"vr": "US", "Value": [0]},
-        "7FE00010": {"vr": "OB", "BulkDataURI": "jpeg-image"},
-    }
-    metadata.update(extra)
-    return metadata
-
-
 async def stored_dataset(app: App, sop: str = "1.2.826.0.1.3.4.5") -> pydicom.Dataset:
     data = await stored_bytes(app, "1.2.826.0.1.3", "1.2.826.0.1.3.4", sop)
     return pydicom.dcmread(io.BytesIO(data))
@@ -850,7 +801,9 @@ async def test_json_multi_frame_jpeg_takes_one_part_per_frame(
         for frame in frames
     ]
     response = await client.post(
-        STUDIES, content=multipart(parts), headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON}
+        STUDIES,
+        content=multipart_body(parts),
+        headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON},
     )
     assert response.status_code == 200, response.text
     stored = await stored_dataset(app)
@@ -888,7 +841,9 @@ async def test_json_native_pixel_data_from_an_octet_stream_part(
         ),
     ]
     response = await client.post(
-        STUDIES, content=multipart(parts), headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON}
+        STUDIES,
+        content=multipart_body(parts),
+        headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON},
     )
     assert response.status_code == 200, response.text
     stored = await stored_dataset(app)
@@ -904,7 +859,7 @@ async def test_json_bulk_part_may_come_before_its_metadata(client: httpx.AsyncCl
         ({"Content-Type": DICOM_JSON}, json.dumps([howto_metadata(source)]).encode()),
     ]
     response = await client.post(
-        STUDIES, content=multipart(parts), headers={"Content-Type": MULTIPART_JSON}
+        STUDIES, content=multipart_body(parts), headers={"Content-Type": MULTIPART_JSON}
     )
     assert response.status_code == 200, response.text
 
@@ -926,7 +881,9 @@ async def test_json_instances_without_bulk_data_and_a_dicom_part(
         ({"Content-Type": DICOM}, instance(9)),
     ]
     response = await client.post(
-        STUDIES, content=multipart(parts), headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON}
+        STUDIES,
+        content=multipart_body(parts),
+        headers={"Content-Type": MULTIPART_JSON, **ACCEPT_JSON},
     )
     assert response.status_code == 200, response.text
     assert sorted(referenced_uids(response.json())) == [f"1.2.826.0.1.3.4.{n}" for n in (7, 8, 9)]
@@ -934,7 +891,7 @@ async def test_json_instances_without_bulk_data_and_a_dicom_part(
 
 
 def jpeg_request(metadata: dict[str, Any], jpeg: bytes, content_type: str) -> bytes:
-    return multipart(
+    return multipart_body(
         [
             ({"Content-Type": DICOM_JSON}, json.dumps([metadata]).encode()),
             ({"Content-Type": content_type, "Content-Location": "jpeg-image"}, jpeg),
@@ -1007,14 +964,14 @@ async def test_json_instance_problems_are_item_failures(
 async def test_unreadable_metadata_part_is_400(
     client: httpx.AsyncClient, metadata: bytes, expected: str
 ) -> None:
-    body = multipart([({"Content-Type": DICOM_JSON}, metadata)])
+    body = multipart_body([({"Content-Type": DICOM_JSON}, metadata)])
     response = await client.post(STUDIES, content=body, headers={"Content-Type": MULTIPART_JSON})
     assert expected in error_message(response, 400)
     assert await instance_count(client) == 0
 
 
 async def test_empty_metadata_array_is_400(client: httpx.AsyncClient) -> None:
-    body = multipart([({"Content-Type": DICOM_JSON}, b"[]")])
+    body = multipart_body([({"Content-Type": DICOM_JSON}, b"[]")])
     response = await client.post(STUDIES, content=body, headers={"Content-Type": MULTIPART_JSON})
     assert "no DICOM instance" in error_message(response, 400)
 
@@ -1043,7 +1000,7 @@ async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
     body = dicom_parts(*payloads)
     del payloads
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        await create_store(http)
+        await create_dataset_and_store(http, "s")
         headers = {"Content-Type": MULTIPART, **ACCEPT_JSON}
         response, peak = await post_in_chunks(http, body, headers)
         assert response.status_code == 200, response.text
@@ -1060,7 +1017,7 @@ async def test_large_multipart_body_streams_in_bounded_memory(app: App) -> None:
 async def test_large_single_part_body_streams_in_bounded_memory(app: App) -> None:
     payload = instance_of_size(16 << 20, 1)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        await create_store(http)
+        await create_dataset_and_store(http, "s")
         response, peak = await post_in_chunks(http, payload, {"Content-Type": DICOM})
         assert response.status_code == 200, response.text
         # Past SPOOL_THRESHOLD the body goes to disk: nothing near the 16 MiB is held in memory.
@@ -1071,7 +1028,7 @@ async def test_large_single_part_body_streams_in_bounded_memory(app: App) -> Non
 async def test_dicomweb_client_stores_instances(app: App) -> None:
     web = pytest.importorskip("dicomweb_client.api")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
-        await create_store(http)
+        await create_dataset_and_store(http, "s")
         client = web.DICOMwebClient(url=f"http://127.0.0.1:{app.http_port}/v1/{STORE}/dicomWeb")
         datasets = [pydicom.dcmread(io.BytesIO(instance(n))) for n in (1, 2)]
         result = await asyncio.to_thread(client.store_instances, datasets)

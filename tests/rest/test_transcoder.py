@@ -9,7 +9,6 @@ variables and their decoding. The last part walks every domain error through RES
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,7 +18,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from google.cloud.healthcare.v1.dicom import dicom_pb2
 from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
@@ -30,30 +28,24 @@ from google.protobuf import (
 from google.protobuf.message import Message
 from starlette.types import ASGIApp
 
-from dicomstore.api.rest.app import SERVICE_CONFIG_HTTP, create_app
 from dicomstore.api.rest.transcoder import PathTemplate, http_rules, split_verb
 from dicomstore.api.status import status_of
-from dicomstore.app import App
 from dicomstore.core import errors
-from dicomstore.logs import AccessLog
 from tests.conftest import DATASET, LOCATION
+from tests.rest.support import (
+    DICOM_SERVICE,
+    DOMAIN_ERRORS,
+    OPERATION_METADATA,
+    Failing,
+    client_for,
+    create_store,
+    error,
+    ok,
+    rest_app,
+    wait_done,
+)
 
-JSON = "application/json; charset=utf-8"
-OPERATION_METADATA = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
 STORES = f"/v1/{DATASET}/dicomStores"
-
-
-def client_for(app: ASGIApp) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://dicomstore.test"
-    )
-
-
-@pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        yield http
 
 
 @pytest.fixture
@@ -63,29 +55,6 @@ async def dataset(client: httpx.AsyncClient) -> str:
     )
     assert response.status_code == 200, response.text
     return DATASET
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == JSON
-    return response.json()
-
-
-def error(response: httpx.Response, http: int, status: str) -> str:
-    """Google's error body: exactly code, message and status. Returns the message."""
-    assert response.status_code == http, response.text
-    assert response.headers["content-type"] == JSON
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "status"}
-    assert body["error"]["code"] == http
-    assert body["error"]["status"] == status
-    message: str = body["error"]["message"]
-    return message
-
-
-async def create_store(client: httpx.AsyncClient, store_id: str, **body: Any) -> Any:
-    return ok(await client.post(STORES, params={"dicomStoreId": store_id}, json=body))
 
 
 def store_path(store_id: str) -> str:
@@ -319,15 +288,6 @@ async def start_import(client: httpx.AsyncClient) -> str:
     )
     name: str = operation["name"]
     return name
-
-
-async def wait_done(client: httpx.AsyncClient, name: str) -> Any:
-    for _ in range(500):
-        operation = ok(await client.get(f"/v1/{name}"))
-        if operation.get("done"):
-            return operation
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{name} did not finish")
 
 
 @pytest.mark.google_behaviour("operation-metadata")
@@ -619,40 +579,6 @@ async def test_path_variable_wins_over_the_body(client: httpx.AsyncClient, datas
 # --- access log and request ids ----------------------------------------------------------------
 
 
-def rest_app(
-    *services: tuple[Any, object], http_config: str = SERVICE_CONFIG_HTTP
-) -> tuple[ASGIApp, io.StringIO]:
-    """An HTTP app over the given services, logging to a buffer."""
-    stream = io.StringIO()
-    app = create_app(
-        lambda: True, list(services), AccessLog(stream, "json"), http_config=http_config
-    )
-    return app, stream
-
-
-DICOM_SERVICE = dicom_pb2.DESCRIPTOR.services_by_name["DicomService"]
-DOMAIN_ERRORS = [
-    cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type)
-    and issubclass(cls, errors.DicomStoreError)
-    and cls is not errors.DicomStoreError
-]
-
-
-class Failing:
-    """DicomService handlers whose GetDicomStore raises the error its store id names."""
-
-    async def GetDicomStore(self, request: dicom_pb2.GetDicomStoreRequest) -> dicom_pb2.DicomStore:
-        store_id = request.name.rsplit("/", 1)[-1]
-        for cls in DOMAIN_ERRORS:
-            if cls.__name__ == store_id:
-                raise cls(f"{cls.__name__} happened", field="name")
-        if store_id == "fine":
-            return dicom_pb2.DicomStore(name=request.name)
-        raise RuntimeError("secret internal detail")
-
-
 @pytest.fixture
 def failing() -> tuple[ASGIApp, io.StringIO]:
     return rest_app((DICOM_SERVICE, Failing()))
@@ -818,7 +744,7 @@ async def test_query_parameters_of_every_kind_reach_the_request(
     echo: tuple[httpx.AsyncClient, Echo],
 ) -> None:
     http, handlers = echo
-    query = [
+    query = (
         ("pageSize", "7"),
         ("big", "9007199254740993"),
         ("flag", "true"),
@@ -833,7 +759,7 @@ async def test_query_parameters_of_every_kind_reach_the_request(
         ("ratio", "0.25"),
         ("numbers", "1"),
         ("numbers", "2"),
-    ]
+    )
     answer = ok(await http.get("/v1/things/t1", params=query))
     assert answer == {
         "name": "things/t1",

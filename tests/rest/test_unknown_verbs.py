@@ -9,15 +9,11 @@ an id, not a verb.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
-from dicomstore.app import App
 from tests.conftest import DATASET, LOCATION
-from tests.rest.test_error_status import agrees
-from tests.rest.test_transcoder import client_for, error
+from tests.rest.support import check_agreement, error
 
 STORE = f"{DATASET}/dicomStores/s"
 INSTANCE = f"{STORE}/dicomWeb/studies/1.2/series/1.2.3/instances/1.2.3.4"
@@ -26,16 +22,10 @@ STUDIES = f"{DATASETS}.dicomStores.dicomWeb.studies"
 
 
 @pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        http.event_hooks["response"].append(_agrees)
-        yield http
-
-
-async def _agrees(response: httpx.Response) -> None:
-    await response.aread()
-    agrees(response)
+def client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The client, checking that every error body agrees with its HTTP status."""
+    client.event_hooks["response"].append(check_agreement)
+    return client
 
 
 @pytest.mark.google_behaviour("unimplemented-methods")

@@ -11,163 +11,41 @@ import asyncio
 import io
 import random
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
-from dicomstore.app import App
-from dicomstore.core.instances import Ingested, Instances
+from dicomstore.core.instances import Instances
 from dicomstore.core.names import DicomStoreName
-from dicomstore.dicom.dicomjson import byteswap
-from dicomstore.dicom.multipart import MultipartReader, parse_content_type
+from dicomstore.dicom.elements import byteswap
 from tests.conftest import DATASET
-from tests.rest.test_transcoder import client_for
-from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file, new_instance, part10
+from tests.rest.support import (
+    BASE_URL,
+    MULTIPART_DICOM,
+    MULTIPART_OCTET,
+    SERIES_A,
+    SERIES_B,
+    STORE,
+    STUDY,
+    TEST_FILES,
+    WEB,
+    error_message,
+    image,
+    ingest,
+    instance_path,
+    not_acceptable,
+    parts_of,
+    pixels,
+    study_of_three,
+)
+from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
-STORE = f"{DATASET}/dicomStores/wado"
-WEB = f"/v1/{STORE}/dicomWeb"
-BASE_URL = "http://dicomstore.test"
 LE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-STUDY = "1.2.826.0.1.3"
-SERIES_A, SERIES_B = "1.2.826.0.1.3.1", "1.2.826.0.1.3.2"
-TEST_FILES = sorted((PYDICOM_DATA / "test_files").glob("*.dcm"))
-JSON = "application/json; charset=utf-8"
-MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
-MULTIPART_OCTET = 'multipart/related; type="application/octet-stream"'
-
-
-# --- fixtures and helpers -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        yield http
-
-
-async def create_store(client: httpx.AsyncClient) -> str:
-    """Create the dataset and the store STORE over REST."""
-    location, _, dataset_id = DATASET.rpartition("/datasets/")
-    response = await client.post(f"/v1/{location}/datasets", params={"datasetId": dataset_id})
-    assert response.status_code == 200, response.text
-    response = await client.post(
-        f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "wado"}, json={}
-    )
-    assert response.status_code == 200, response.text
-    return STORE
-
-
-def core_instances(app: App) -> Instances:
-    """The core's instances over the server's own catalog, blobs and operations."""
-    assert app.operations is not None
-    return Instances(app.catalog, app.blobs, app.operations)
-
-
-@pytest.fixture
-async def store(client: httpx.AsyncClient) -> str:
-    return await create_store(client)
-
-
-@pytest.fixture
-def instances(app: App, store: str) -> Instances:
-    return core_instances(app)
-
-
-async def ingest(instances: Instances, data: bytes) -> Ingested:
-    result = await instances.ingest(DicomStoreName.parse(STORE), io.BytesIO(data))
-    assert result.stored, result.detail
-    return result
-
-
-def instance_path(result: Ingested) -> str:
-    return f"{WEB}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"
-
-
-def multipart(response: httpx.Response, part_type: str) -> list[tuple[dict[str, str], bytes]]:
-    """The parts of a multipart/related response of root type `part_type`."""
-    assert response.status_code == 200, response.text
-    content_type = parse_content_type(response.headers["content-type"])
-    assert content_type.media_type == "multipart/related"
-    assert content_type.type == part_type
-    assert content_type.boundary is not None
-    reader = MultipartReader(content_type.boundary, 1 << 30, 1 << 30)
-    found = reader.feed(response.content)
-    reader.close()
-    parts = []
-    for part in found:
-        with part:
-            parts.append((dict(part.headers), part.body.read()))
-    return parts
-
-
-def not_acceptable(response: httpx.Response) -> str:
-    """A 406 in Google's error shape; returns its message."""
-    assert response.status_code == 406, response.text
-    assert response.headers["content-type"] == JSON
-    body = response.json()["error"]
-    assert body["code"] == 406
-    assert body["message"].startswith("no supported media type found in [")
-    message: str = body["message"]
-    return message
-
-
-def error(response: httpx.Response, http: int, status: str) -> str:
-    assert response.status_code == http, response.text
-    body = response.json()["error"]
-    assert (body["code"], body["status"]) == (http, status)
-    message: str = body["message"]
-    return message
-
-
-def pixels(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def image(
-    sop: str,
-    series: str = SERIES_A,
-    *,
-    rows: int = 4,
-    columns: int = 3,
-    frames: int = 3,
-    bits: int = 16,
-    samples: int = 1,
-    data: bytes | None = None,
-) -> Dataset:
-    """A native multi-frame image; its Pixel Data is `data` or random bytes of the right size."""
-    ds = new_instance(SOPInstanceUID=sop, SeriesInstanceUID=series, StudyInstanceUID=STUDY)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
-    ds.PixelRepresentation = 0
-    ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
-    if samples > 1:
-        ds.PlanarConfiguration = 0
-    ds.NumberOfFrames = frames
-    if data is None:
-        size = (rows * columns * samples * bits * frames + 7) // 8
-        data = pixels(size + size % 2, seed=hash(sop) % 1000)
-    ds.PixelData = data
-    return ds
-
-
-async def study_of_three(instances: Instances) -> list[bytes]:
-    """Study STUDY: two instances in series A, one in series B; the stored files in order."""
-    files = [
-        part10(image("1.2.826.0.1.3.1.1")),
-        part10(image("1.2.826.0.1.3.1.2")),
-        part10(image("1.2.826.0.1.3.2.1", SERIES_B)),
-    ]
-    for data in files:
-        await ingest(instances, data)
-    return files
 
 
 # --- retrieve: study, series, instance ----------------------------------------------------------
@@ -179,7 +57,7 @@ async def test_study_is_multipart_dicom_one_part_per_instance(
 ) -> None:
     files = await study_of_three(instances)
     response = await client.get(f"{WEB}/studies/{STUDY}", headers={"accept": MULTIPART_DICOM})
-    parts = multipart(response, "application/dicom")
+    parts = parts_of(response, "application/dicom")
     assert [body for _, body in parts] == files
     assert [headers["content-type"] for headers, _ in parts] == [
         f"application/dicom; transfer-syntax={LE}"
@@ -202,7 +80,7 @@ async def test_series_and_instance_return_their_own_instances(
     client: httpx.AsyncClient, instances: Instances, path: str, count: int
 ) -> None:
     await study_of_three(instances)
-    parts = multipart(await client.get(WEB + path), "application/dicom")
+    parts = parts_of(await client.get(WEB + path), "application/dicom")
     assert len(parts) == count
 
 
@@ -227,7 +105,7 @@ async def test_every_stored_pydicom_file_comes_back_byte_identical(
         f"{WEB}/studies/{result.study_uid}",
         headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax=*"},
     )
-    ((headers, body),) = multipart(study, "application/dicom")
+    ((headers, body),) = parts_of(study, "application/dicom")
     assert body == data
     stored_syntax = pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID
     assert headers["content-type"] == f"application/dicom; transfer-syntax={stored_syntax}"
@@ -292,14 +170,14 @@ async def test_accept_negotiation_for_an_explicit_little_endian_instance(
         assert f"{MULTIPART_DICOM}; transfer-syntax=*" in message
         assert f"application/dicom; transfer-syntax={LE}" in message
     elif outcome == 400:
-        message = error(response, 400, "INVALID_ARGUMENT")
+        message = error_message(response, 400, "INVALID_ARGUMENT")
         assert message.startswith(f"image cannot be transcoded from {LE} to {JPEG_BASELINE}")
     elif outcome == "single":
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == f"application/dicom; transfer-syntax={LE}"
         assert response.content == data
     else:
-        ((_, body),) = multipart(response, "application/dicom")
+        ((_, body),) = parts_of(response, "application/dicom")
         assert body == data
 
 
@@ -320,7 +198,7 @@ async def test_default_syntax_of_a_compressed_instance_is_explicit_little_endian
     source = data_file("SC_rgb_jpeg_dcmtk.dcm")
     result = await ingest(instances, source.read_bytes())
     headers = {} if accept is None else {"accept": accept}
-    ((part_headers, body),) = multipart(
+    ((part_headers, body),) = parts_of(
         await client.get(instance_path(result), headers=headers), "application/dicom"
     )
     assert part_headers["content-type"] == f"application/dicom; transfer-syntax={LE}"
@@ -345,7 +223,7 @@ async def test_compressed_instance_is_returned_as_stored_when_asked(
 ) -> None:
     data = data_file("SC_rgb_jpeg_dcmtk.dcm").read_bytes()
     result = await ingest(instances, data)
-    ((headers, body),) = multipart(
+    ((headers, body),) = parts_of(
         await client.get(f"{WEB}/studies/{result.study_uid}", headers={"accept": accept}),
         "application/dicom",
     )
@@ -363,7 +241,7 @@ async def test_study_of_mixed_syntaxes_is_returned_in_the_one_asked(
     big.PixelData = byteswap(big.PixelData, 2)
     await ingest(instances, part10(big, ExplicitVRBigEndian))
     study = f"{WEB}/studies/{STUDY}"
-    parts = multipart(
+    parts = parts_of(
         await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax={LE}"}),
         "application/dicom",
     )
@@ -372,7 +250,7 @@ async def test_study_of_mixed_syntaxes_is_returned_in_the_one_asked(
         ds.PixelData,
         little,
     ]
-    parts = multipart(
+    parts = parts_of(
         await client.get(study, headers={"accept": f"{MULTIPART_DICOM}; transfer-syntax=*"}),
         "application/dicom",
     )
@@ -385,7 +263,7 @@ async def test_malformed_accept_is_400(client: httpx.AsyncClient, instances: Ins
     response = await client.get(
         f"{WEB}/studies/{STUDY}", headers={"accept": "multipart/related; q=2"}
     )
-    assert "Accept" in error(response, 400, "INVALID_ARGUMENT")
+    assert "Accept" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.google_behaviour("retrieve-missing-resource")
@@ -408,13 +286,13 @@ async def test_missing_resource_is_404_not_403(
     client: httpx.AsyncClient, instances: Instances, path: str
 ) -> None:
     await study_of_three(instances)
-    error(await client.get(WEB + path), 404, "NOT_FOUND")
+    error_message(await client.get(WEB + path), 404, "NOT_FOUND")
 
 
 @pytest.mark.google_behaviour("retrieve-missing-resource")
 async def test_unknown_store_is_404(client: httpx.AsyncClient, store: str) -> None:
     response = await client.get(f"/v1/{DATASET}/dicomStores/nope/dicomWeb/studies/{STUDY}")
-    error(response, 404, "NOT_FOUND")
+    error_message(response, 404, "NOT_FOUND")
 
 
 # --- metadata -------------------------------------------------------------------------------------
@@ -454,7 +332,7 @@ async def test_metadata_bulkdata_uris_are_absolute_and_retrievable(
         f"{BASE_URL}{WEB}/studies/{STUDY}/series/{SERIES_A}/instances/1.2.826.0.1.3.1.1"
         "/bulkdata/7FE00010"
     )
-    ((_, body),) = multipart(await client.get(uri), "application/octet-stream")
+    ((_, body),) = parts_of(await client.get(uri), "application/octet-stream")
     assert body == ds.PixelData
 
 
@@ -558,7 +436,7 @@ async def test_bulkdata_default_is_one_octet_stream_part(
     ds = image("1.2.826.0.1.3.1.1")
     result = await ingest(instances, part10(ds))
     url = f"{instance_path(result)}/bulkdata/7FE00010"
-    ((headers, body),) = multipart(await client.get(url), "application/octet-stream")
+    ((headers, body),) = parts_of(await client.get(url), "application/octet-stream")
     assert body == ds.PixelData
     assert headers["content-type"] == "application/octet-stream"
     assert headers["content-location"] == BASE_URL + url
@@ -599,7 +477,7 @@ async def test_bulkdata_accepts_what_clients_send(
     response = await client.get(
         f"{instance_path(result)}/bulkdata/7FE00010", headers={"accept": accept}
     )
-    ((_, body),) = multipart(response, "application/octet-stream")
+    ((_, body),) = parts_of(response, "application/octet-stream")
     assert body == ds.PixelData
 
 
@@ -621,7 +499,7 @@ async def test_nested_bulkdata_is_the_item_value(
     result = await ingest(instances, data_file("waveform_ecg.dcm").read_bytes())
     expected = pydicom.dcmread(data_file("waveform_ecg.dcm")).WaveformSequence[1].WaveformData
     response = await client.get(f"{instance_path(result)}/bulkdata/54000100/1/54001010")
-    ((_, body),) = multipart(response, "application/octet-stream")
+    ((_, body),) = parts_of(response, "application/octet-stream")
     assert body == expected
 
 
@@ -709,7 +587,7 @@ async def test_bulkdata_that_is_not_there_is_404(
     client: httpx.AsyncClient, instances: Instances, path: str
 ) -> None:
     result = await ingest(instances, data_file("waveform_ecg.dcm").read_bytes())
-    error(await client.get(f"{instance_path(result)}/bulkdata/{path}"), 404, "NOT_FOUND")
+    error_message(await client.get(f"{instance_path(result)}/bulkdata/{path}"), 404, "NOT_FOUND")
 
 
 @pytest.mark.google_behaviour("retrieve-bad-request")
@@ -719,7 +597,7 @@ async def test_malformed_bulkdata_path_is_400(
 ) -> None:
     result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1")))
     response = await client.get(f"{instance_path(result)}/bulkdata/{path}")
-    assert "bulkdata" in error(response, 400, "INVALID_ARGUMENT")
+    assert "bulkdata" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.google_behaviour("bulkdata-retrieve")
@@ -747,7 +625,7 @@ async def test_frames_are_one_octet_stream_part_each_in_the_order_asked(
     size = 4 * 3 * 2
     frames = [ds.PixelData[n * size : (n + 1) * size] for n in range(3)]
     url = f"{instance_path(result)}/frames/3,1,3"
-    parts = multipart(await client.get(url), "application/octet-stream")
+    parts = parts_of(await client.get(url), "application/octet-stream")
     assert [body for _, body in parts] == [frames[2], frames[0], frames[2]]
     assert parts[1][0] == {
         "content-type": f"application/octet-stream; transfer-syntax={LE}",
@@ -797,9 +675,9 @@ async def test_bad_or_missing_frame_numbers_are_400(
     result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1", frames=3)))
     response = await client.get(f"{instance_path(result)}/frames/{frames}")
     if frames == "":  # no frame list at all: no such resource
-        error(response, 404, "NOT_FOUND")
+        error_message(response, 404, "NOT_FOUND")
         return
-    assert "frame" in error(response, 400, "INVALID_ARGUMENT")
+    assert "frame" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.google_behaviour("retrieve-bad-request")
@@ -807,7 +685,9 @@ async def test_frames_of_an_instance_without_pixel_data_are_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
     result = await ingest(instances, part10(new_instance()))
-    message = error(await client.get(f"{instance_path(result)}/frames/1"), 400, "INVALID_ARGUMENT")
+    message = error_message(
+        await client.get(f"{instance_path(result)}/frames/1"), 400, "INVALID_ARGUMENT"
+    )
     assert "no Pixel Data" in message
 
 
@@ -817,7 +697,7 @@ async def test_frames_of_a_compressed_instance_are_decoded(
 ) -> None:
     source = data_file("SC_rgb_rle_2frame.dcm")
     result = await ingest(instances, source.read_bytes())
-    parts = multipart(
+    parts = parts_of(
         await client.get(f"{instance_path(result)}/frames/2,1"), "application/octet-stream"
     )
     frames = pydicom.dcmread(source).pixel_array
@@ -831,7 +711,7 @@ async def test_frames_shorter_than_promised_are_400_failed_precondition(
     ds = image("1.2.826.0.1.3.1.1", frames=3, data=pixels(4 * 3 * 2 * 2))
     result = await ingest(instances, part10(ds))
     assert (await client.get(f"{instance_path(result)}/frames/2")).status_code == 200
-    error(await client.get(f"{instance_path(result)}/frames/3"), 400, "FAILED_PRECONDITION")
+    error_message(await client.get(f"{instance_path(result)}/frames/3"), 400, "FAILED_PRECONDITION")
 
 
 async def test_bit_packed_frames_start_at_bit_zero(
@@ -842,7 +722,7 @@ async def test_bit_packed_frames_start_at_bit_zero(
     packed = int(bits[::-1], 2).to_bytes(4, "little")  # pixel 0 in the lowest bit
     ds = image("1.2.826.0.1.3.1.1", rows=3, columns=3, frames=3, bits=1, data=packed)
     result = await ingest(instances, part10(ds))
-    parts = multipart(
+    parts = parts_of(
         await client.get(f"{instance_path(result)}/frames/1,2,3"), "application/octet-stream"
     )
     for n, (_, body) in enumerate(parts):
@@ -862,7 +742,7 @@ async def test_big_endian_frames_are_little_endian(
     size = len(expected.PixelData) // frames
     result = await ingest(instances, data_file(big).read_bytes())
     numbers = ",".join(str(n) for n in range(1, frames + 1))
-    parts = multipart(
+    parts = parts_of(
         await client.get(f"{instance_path(result)}/frames/{numbers}"), "application/octet-stream"
     )
     assert [body for _, body in parts] == [
@@ -918,4 +798,6 @@ async def test_rendered_frame_out_of_range_is_400(
     client: httpx.AsyncClient, instances: Instances
 ) -> None:
     result = await ingest(instances, part10(image("1.2.826.0.1.3.1.1", frames=3)))
-    error(await client.get(f"{instance_path(result)}/frames/9/rendered"), 400, "INVALID_ARGUMENT")
+    error_message(
+        await client.get(f"{instance_path(result)}/frames/9/rendered"), 400, "INVALID_ARGUMENT"
+    )

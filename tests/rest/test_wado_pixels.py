@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import generate_frames
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     JPEG2000,
     ExplicitVRLittleEndian,
@@ -33,31 +32,32 @@ from dicomstore.app import App
 from dicomstore.core.errors import Unavailable
 from dicomstore.core.instances import Instances
 from dicomstore.pixel_jobs import ping
-from tests.conftest import DATASET, settings_for
-from tests.rest.test_stow import MULTIPART_JSON, STUDIES, howto_metadata, jpeg_frames
-from tests.rest.test_stow import multipart as multipart_body
-from tests.rest.test_transcoder import client_for
-from tests.rest.test_wado import (
+from tests.conftest import DATASET, running
+from tests.rest.support import (
     MULTIPART_DICOM,
+    MULTIPART_JSON,
     MULTIPART_OCTET,
+    client_for,
     core_instances,
-    create_store,
-    error,
+    create_wado_store,
+    error_message,
+    howto_metadata,
     image,
     ingest,
     instance_path,
-    multipart,
+    jpeg_frames,
+    multipart_body,
     not_acceptable,
+    parts_of,
 )
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 
 @pytest.fixture
-async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    assert app.http_app is not None
-    async with client_for(app.http_app) as http:
-        await create_store(http)
-        yield http
+async def client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The client, with the store `support.STORE` created."""
+    await create_wado_store(client)
+    return client
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ async def test_multi_frame_transcode_streams_every_frame_in_order(
     stored = pydicom.dcmread(io.BytesIO(part10(source)))
     stored.compress(RLELossless, generate_instance_uid=False)
     result = await ingest(instances, part10(stored, RLELossless))
-    ((headers, body),) = multipart(
+    ((headers, body),) = parts_of(
         await client.get(instance_path(result), headers={"accept": MULTIPART_DICOM}),
         "application/dicom",
     )
@@ -124,7 +124,7 @@ async def test_impossible_transcode_is_400_in_googles_words(
 ) -> None:
     result = await ingest(instances, part10(ct()))
     accept = f"{MULTIPART_DICOM}; transfer-syntax={JPEGBaseline8Bit}"
-    message = error(
+    message = error_message(
         await client.get(f"/v1/{result_study(result)}", headers={"accept": accept}),
         400,
         "INVALID_ARGUMENT",
@@ -156,7 +156,7 @@ async def test_instance_without_pixel_data_is_rewritten_in_the_syntax_asked(
     report = new_instance(SOPInstanceUID="1.2.826.0.1.3.1.9", StudyInstanceUID="1.2.826.0.1.3")
     report.PatientName = "Report^Only"
     result = await ingest(instances, part10(report, "1.2.840.10008.1.2"))
-    ((headers, body),) = multipart(await client.get(instance_path(result)), "application/dicom")
+    ((headers, body),) = parts_of(await client.get(instance_path(result)), "application/dicom")
     assert headers["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
     out = pydicom.dcmread(io.BytesIO(body))
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
@@ -194,7 +194,7 @@ async def test_frames_are_encoded_in_the_image_type_asked(
     result = await ingest(instances, part10(source))
     response = await client.get(f"{instance_path(result)}/frames/2", headers={"accept": accept})
     if syntax is None:  # the multipart form
-        ((headers, body),) = multipart(response, "image/jp2")
+        ((headers, body),) = parts_of(response, "image/jp2")
         assert headers["content-type"] == f"image/jp2; transfer-syntax={JPEG2000Lossless}"
         syntax = JPEG2000Lossless
     else:
@@ -255,7 +255,9 @@ async def test_jpeg_frame_of_sixteen_bit_data_is_400(
     response = await client.get(
         f"{instance_path(result)}/frames/1", headers={"accept": "image/jpeg"}
     )
-    assert "JPEG Baseline holds 8-bit unsigned samples" in error(response, 400, "INVALID_ARGUMENT")
+    assert "JPEG Baseline holds 8-bit unsigned samples" in error_message(
+        response, 400, "INVALID_ARGUMENT"
+    )
 
 
 @pytest.mark.google_behaviour("retrieve-bad-request")
@@ -266,7 +268,7 @@ async def test_frame_out_of_range_names_the_valid_range(
     response = await client.get(
         f"{instance_path(result)}/frames/2,4", headers={"accept": MULTIPART_OCTET}
     )
-    assert "numbered 1 to 3" in error(response, 400, "INVALID_ARGUMENT")
+    assert "numbered 1 to 3" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 # --- rendered -------------------------------------------------------------------------------------
@@ -309,14 +311,14 @@ async def test_rendered_several_frames_is_400(
 ) -> None:
     result = await ingest(instances, part10(ct(frames=3)))
     response = await client.get(f"{instance_path(result)}/frames/1,2/rendered")
-    assert "one frame number" in error(response, 400, "INVALID_ARGUMENT")
+    assert "one frame number" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.google_behaviour("rendered-limits")
 async def test_malformed_viewport_is_400(client: httpx.AsyncClient, instances: Instances) -> None:
     result = await ingest(instances, part10(ct()))
     response = await client.get(f"{instance_path(result)}/rendered", params={"viewport": "0,x"})
-    assert "viewport" in error(response, 400, "INVALID_ARGUMENT")
+    assert "viewport" in error_message(response, 400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.google_behaviour("rendered-parameters")
@@ -324,12 +326,10 @@ async def test_malformed_viewport_is_400(client: httpx.AsyncClient, instances: I
 async def test_window_and_quality_are_standard_mode_parameters(
     tmp_path: Path, mode: str, honoured: bool
 ) -> None:
-    app = App(settings_for(tmp_path / "data", dicomweb_mode=mode))
-    await app.start()
-    try:
+    async with running(tmp_path, dicomweb_mode=mode) as app:
         assert app.http_app is not None
         async with client_for(app.http_app) as client:
-            await create_store(client)
+            await create_wado_store(client)
             result = await ingest(core_instances(app), part10(ct()))
             url = f"{instance_path(result)}/rendered"
             plain = (await client.get(url)).content
@@ -338,8 +338,6 @@ async def test_window_and_quality_are_standard_mode_parameters(
             assert windowed.status_code == small.status_code == 200
             assert (windowed.content != plain) is honoured
             assert (len(small.content) < len(plain)) is honoured
-    finally:
-        await app.stop()
 
 
 async def test_jpeg_stored_through_json_and_bulk_data_renders(
@@ -353,14 +351,15 @@ async def test_jpeg_stored_through_json_and_bulk_data_renders(
     ]
     created = await client.post(f"/v1/{DATASET}/dicomStores", params={"dicomStoreId": "s"})
     assert created.status_code == 200, created.text
+    studies = f"/v1/{DATASET}/dicomStores/s/dicomWeb/studies"
     response = await client.post(
-        STUDIES, content=multipart_body(parts), headers={"Content-Type": MULTIPART_JSON}
+        studies, content=multipart_body(parts), headers={"Content-Type": MULTIPART_JSON}
     )
     assert response.status_code == 200, response.text
     study = metadata["0020000D"]["Value"][0]
     series = metadata["0020000E"]["Value"][0]
     sop = metadata["00080018"]["Value"][0]
-    url = f"{STUDIES}/{study}/series/{series}/instances/{sop}/rendered"
+    url = f"{studies}/{study}/series/{series}/instances/{sop}/rendered"
     rendered = await client.get(url, headers={"accept": "image/png"})
     assert rendered.status_code == 200, rendered.text
     picture = Image.open(io.BytesIO(rendered.content))
@@ -372,20 +371,16 @@ async def test_jpeg_stored_through_json_and_bulk_data_renders(
 
 @pytest.mark.google_behaviour("rendered-limits")
 async def test_request_over_the_memory_limit_is_refused(tmp_path: Path) -> None:
-    app = App(settings_for(tmp_path / "data", pixel_memory_limit=1 << 20))
-    await app.start()
-    try:
+    async with running(tmp_path, pixel_memory_limit=1 << 20) as app:
         assert app.http_app is not None
         async with client_for(app.http_app) as client:
-            await create_store(client)
+            await create_wado_store(client)
             # 512 x 512 x 2 bytes = 512 KiB a frame: frames fit, rendering's copies do not.
             result = await ingest(core_instances(app), part10(ct(rows=512, columns=512)))
             frame = await client.get(f"{instance_path(result)}/frames/1")
             assert frame.status_code == 200, frame.text
             rendered = await client.get(f"{instance_path(result)}/rendered")
-            assert "--pixel-memory-limit" in error(rendered, 400, "FAILED_PRECONDITION")
-    finally:
-        await app.stop()
+            assert "--pixel-memory-limit" in error_message(rendered, 400, "FAILED_PRECONDITION")
 
 
 async def test_pool_survives_a_worker_that_dies(

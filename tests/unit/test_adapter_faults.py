@@ -140,7 +140,7 @@ async def test_group_rolled_back_by_a_full_disk_fails_each_job_with_that_error(
 def sqlite_error(code: int) -> sqlite3.OperationalError:
     """An error as SQLite raises it with `code` (for faults that cannot be had on demand)."""
     exc = sqlite3.OperationalError("fault")
-    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    exc.sqlite_errorcode = code
     return exc
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time
 
 from google.cloud import bigquery
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
+from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.destinations.bigquery_api import columns_of, json_row, schema_fields
 from dicomstore.dicom.bigquery import bigquery_row
@@ -17,7 +17,7 @@ from dicomstore.dicom.dicomjson import to_dicom_json
 
 
 def ct_row() -> BigQueryRow:
-    metadata = to_dicom_json(dcmread(get_testdata_file("CT_small.dcm")), lambda p: p)
+    metadata = to_dicom_json(dcmread(data_file("CT_small.dcm")), lambda p: p)
     return bigquery_row(metadata, blob_size=1, updated=datetime(2025, 1, 1, tzinfo=UTC))
 
 

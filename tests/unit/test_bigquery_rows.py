@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
+from tests.unit.dicom.dicomfiles import data_file
 
 from dicomstore.dicom.bigquery import bigquery_row, file_meta_json
 from dicomstore.dicom.bigquery_schema import BigQueryRow, Column, ColumnType
@@ -319,7 +319,7 @@ def test_second_element_of_a_repeating_group_is_dropped() -> None:
 
 
 def test_real_file_row_holds_its_identifiers_and_drops_its_pixels() -> None:
-    dataset = dcmread(get_testdata_file("CT_small.dcm"))
+    dataset = dcmread(data_file("CT_small.dcm"))
     row = row_of(to_dicom_json(dataset, lambda path: f"bulk/{path}"))
     assert row.values["SOPInstanceUID"] == dataset.SOPInstanceUID
     assert row.values["PatientName"]["Alphabetic"]["FamilyName"] == "CompressedSamples"

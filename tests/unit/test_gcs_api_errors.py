@@ -41,7 +41,7 @@ RULES: list[tuple[BaseException, type[DicomStoreError]]] = [
     (requests.ReadTimeout("read timeout"), Unavailable),
     (api_exceptions.RetryError("deadline", requests.ConnectionError("refused")), Unavailable),
     (api_exceptions.RetryError("deadline", api_exceptions.ServiceUnavailable("x")), Unavailable),
-    (api_exceptions.RetryError("deadline", None), Internal),  # type: ignore[arg-type]
+    (api_exceptions.RetryError("deadline", None), Internal),
     (ValueError("the library's own bug"), Internal),
 ]
 

@@ -132,7 +132,9 @@ def all_methods() -> list[descriptor.MethodDescriptor]:
 
 
 def json_names(message: type[Message]) -> dict[str, descriptor.FieldDescriptor]:
-    return {field.json_name: field for field in message.DESCRIPTOR.fields}
+    # types-protobuf types DESCRIPTOR as the Python or the upb descriptor, as unrelated classes;
+    # at run time upb's fields are descriptor.FieldDescriptor instances (protobuf's metaclass).
+    return {field.json_name: field for field in message.DESCRIPTOR.fields}  # type: ignore[misc]
 
 
 def test_generated_stubs_match_protos() -> None:

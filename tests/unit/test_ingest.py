@@ -221,6 +221,7 @@ async def test_ingest_cancelled_after_its_row_was_added_leaves_nothing(
         operations = Operations(catalog, PageTokens(b"k" * 32), concurrency=1)
         instances = Instances(catalog, blobs, operations)
         payload = io.BytesIO(data_file("CT_small.dcm").read_bytes())
+        task: asyncio.Task[object]
         if step == "ingest":
             task = asyncio.ensure_future(instances.ingest(STORE, payload))
         else:

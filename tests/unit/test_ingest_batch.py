@@ -6,6 +6,7 @@ import io
 
 import pydicom
 import pytest
+from pydicom.uid import UID
 from tests.unit.dicom.dicomfiles import data_file
 from tests.unit.test_ingest import STORE
 
@@ -30,7 +31,7 @@ def copy_of(name: str, sop_uid: str, *, patient: str = "") -> bytes:
     """A pydicom test file with another SOP Instance UID (and Patient ID when given)."""
     dataset = pydicom.dcmread(data_file(name))
     dataset.SOPInstanceUID = sop_uid
-    dataset.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    dataset.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     if patient:
         dataset.PatientID = patient
     out = io.BytesIO()

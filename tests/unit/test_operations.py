@@ -185,7 +185,8 @@ async def test_operation_cancelled_without_running_job_when_cancel_requested_bef
     assert cancelled.done
     assert cancelled.cancel_requested
     assert cancelled.error is not None
-    assert cancelled.error.code == Code.CANCELLED == 1
+    assert cancelled.error.code == Code.CANCELLED
+    assert int(Code.CANCELLED) == 1
     assert cancelled.response is None
 
 

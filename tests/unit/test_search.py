@@ -32,9 +32,9 @@ from dicomstore.core.names import DatasetName, DicomStoreName
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.policy import GOOGLE, STANDARD, DicomWebPolicy
+from dicomstore.core.queries import Level, MatchKind
 from dicomstore.core.search import Search, parse_request
 from dicomstore.dicom import qido
-from dicomstore.dicom.qido import Level, MatchKind
 
 DATASET = DatasetName.parse("projects/p/locations/l/datasets/d")
 STORE = DicomStoreName(DATASET, "s")

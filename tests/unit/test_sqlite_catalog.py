@@ -17,7 +17,7 @@ from dicomstore.catalog.sqlite_search import DRIVING_KEYWORDS
 from dicomstore.core.errors import FailedPrecondition
 from dicomstore.core.model import Dataset
 from dicomstore.core.names import DatasetName, LocationName
-from dicomstore.dicom.qido import Condition, MatchKind
+from dicomstore.core.queries import Condition, MatchKind
 
 DATASET = DatasetName(LocationName("p", "l"), "d")
 

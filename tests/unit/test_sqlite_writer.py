@@ -42,7 +42,9 @@ def insert(value: int) -> Callable[[sqlite3.Connection], int]:
     return job
 
 
-async def grouped(writer: SqliteWriter, jobs: list[Callable[[sqlite3.Connection], object]]) -> list:
+async def grouped(
+    writer: SqliteWriter, jobs: list[Callable[[sqlite3.Connection], object]]
+) -> list[object]:
     """Run `jobs` as one group: the writer is held busy until all of them are queued."""
     entered, release = threading.Event(), threading.Event()
 

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
+from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
 from dicomstore.dicom import qido
-from dicomstore.dicom.qido import Condition, Level, Match, MatchKind, Query
 
 #: Keywords whose values have an index (`instance_attributes_<keyword>`, migration 0004):
 #: the keys Google lets one search on. A condition on another keyword never drives a search; it

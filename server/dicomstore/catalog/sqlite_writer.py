@@ -2,7 +2,7 @@
 
 A write transaction is a plain function of the connection, queued from the event loop and run
 on the writer thread in one trip. (Through aiosqlite every statement is a trip of its own, about
-60 µs of CPU each; storing one instance took a dozen.)
+60 µs of CPU each.)
 
 Group commit: functions queued while a transaction runs or commits go together into the next
 one, each inside its own SAVEPOINT (a function alone needs none: its transaction is rolled back

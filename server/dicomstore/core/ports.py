@@ -26,7 +26,7 @@ from dicomstore.core.model import (
     StoredInstance,
 )
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName, OperationName
-from dicomstore.dicom.qido import Match, Query
+from dicomstore.core.queries import Match, Query
 from dicomstore.dicom.render import RenderOptions
 from dicomstore.dicom.transcode import Plan
 

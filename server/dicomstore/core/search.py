@@ -7,7 +7,7 @@ section "QIDO-RS (search)"):
   lists for the level (`DicomWebPolicy.searchable_keys`); standard mode: every indexed attribute
   (`dicomstore.dicom.header.INDEX_KEYWORDS`) and ModalitiesInStudy, at every level. Any other
   key, or the same key twice, is INVALID_ARGUMENT naming it. Matching rules:
-  `dicomstore.dicom.qido.condition`.
+  `_condition`.
 - `fuzzymatching=true|false`; `includefield=` keywords or tags, comma-separated or repeated,
   or `all`.
 - `limit`: default 100 for studies and series, 1,000 for instances; a limit above the maximum
@@ -20,6 +20,7 @@ section "QIDO-RS (search)"):
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,9 +29,10 @@ from dicomstore.core.errors import InvalidArgument
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.policy import DicomWebPolicy
 from dicomstore.core.ports import Catalog
+from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
 from dicomstore.dicom import qido
 from dicomstore.dicom.header import INDEX_KEYWORDS
-from dicomstore.dicom.qido import Attribute, Condition, InvalidQuery, Level, Query, Selection
+from dicomstore.dicom.qido import Attribute, InvalidQuery, Selection
 
 #: (default, maximum) of `limit` per level (docs/google-behaviour.md#qido-limit-offset).
 LIMITS: Final = {
@@ -104,7 +106,7 @@ def _parse(
         raise InvalidQuery("fuzzymatching", f"fuzzymatching: {fuzzy!r} is neither true nor false")
     conditions: list[Condition] = []
     for name, attr, value in keys.values():
-        found = qido.condition(
+        found = _condition(
             name, attr, value, wildcards=policy.qido_wildcards, fuzzy=fuzzy == "true"
         )
         if found is not None:
@@ -177,5 +179,32 @@ class Search:
         return _results(matches, request.selection)
 
 
-def _results(matches: Sequence[qido.Match], chosen: Selection) -> list[dict[str, Any]]:
+def _results(matches: Sequence[Match], chosen: Selection) -> list[dict[str, Any]]:
     return [qido.result(match, chosen) for match in matches]
+
+
+def _condition(
+    key: str, attr: Attribute, value: str, *, wildcards: bool, fuzzy: bool
+) -> Condition | None:
+    """The condition `key=value` sets on the indexed attribute `attr`; None matches anything.
+
+    `wildcards` enables PS3.4 wildcard and UID-list matching (standard mode); without it `*`,
+    `?`, `,` and `\\` are literal characters. Raise InvalidQuery for a malformed value.
+    """
+    keyword = qido.KEY_ALIASES.get(attr.keyword, attr.keyword)
+    text = value.strip()
+    if not text or (wildcards and set(text) == {"*"}):
+        return None  # universal matching (PS3.4 C.2.2.2.3)
+    if attr.vr == "PN" and fuzzy:
+        tokens = tuple(dict.fromkeys(qido.name_tokens(text)))
+        return Condition(keyword, MatchKind.TOKENS, tokens) if tokens else None
+    if wildcards and ("*" in text or "?" in text):
+        if attr.vr not in qido.WILDCARD_VRS:
+            raise InvalidQuery(key, f"{key}: wildcards are not allowed on VR {attr.vr}")
+        return Condition(keyword, MatchKind.WILDCARD, (text,))
+    if attr.vr in qido.RANGE_VRS and "-" in text:
+        return Condition(keyword, MatchKind.RANGE, qido.range_values(key, attr.vr, text))
+    if wildcards and attr.vr == "UI" and ("," in text or "\\" in text):
+        uids = tuple(dict.fromkeys(u.strip() for u in re.split(r"[,\\]", text) if u.strip()))
+        return Condition(keyword, MatchKind.ANY_OF, uids)
+    return Condition(keyword, MatchKind.EXACT, (qido.single_value(key, attr.vr, text),))

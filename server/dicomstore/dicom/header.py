@@ -50,7 +50,9 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, PrivateTransferSyntaxes
 
-from dicomstore.dicom.dicomjson import Decoded, decode_values, to_dicom_json
+from dicomstore.dicom.dicomjson import to_dicom_json
+from dicomstore.dicom.elements import PIXEL_DATA_TAGS, UNDEFINED_LENGTH
+from dicomstore.dicom.raw_values import Decoded, decode_values
 from dicomstore.dicom.reasons import FailureReason
 from dicomstore.dicom.uids import is_valid_uid
 
@@ -109,16 +111,14 @@ INDEX_KEYWORDS: Final = (
 )
 
 _INDEX_TAGS: Final = tuple((keyword, int(Tag(keyword))) for keyword in INDEX_KEYWORDS)
-_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _REQUIRED_UIDS: Final = (
     ("StudyInstanceUID", 0x0020000D, "Study Instance UID (0020,000D)"),
     ("SeriesInstanceUID", 0x0020000E, "Series Instance UID (0020,000E)"),
     ("SOPInstanceUID", 0x00080018, "SOP Instance UID (0008,0018)"),
     ("SOPClassUID", 0x00080016, "SOP Class UID (0008,0016)"),
 )
-_PIXEL_DATA_TAGS: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _NUMBER_OF_FRAMES: Final = 0x00280008
-_FOUND_TAGS: Final = frozenset({tag for _, tag in _INDEX_TAGS} | set(_PIXEL_DATA_TAGS))
+_FOUND_TAGS: Final = frozenset({tag for _, tag in _INDEX_TAGS} | set(PIXEL_DATA_TAGS))
 # PS3.10 7.1: File Meta elements are Explicit VR Little Endian; these VRs have 4-byte lengths.
 _LONG_LENGTH_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -273,8 +273,8 @@ def _meta_elements(fp: BinaryIO | IO[bytes]) -> Iterator[tuple[int, bytes]]:
             return
         if vr in _LONG_LENGTH_VRS:
             extra = fp.read(4)
-            length = struct.unpack("<L", extra)[0] if len(extra) == 4 else _UNDEFINED_LENGTH
-        if length == _UNDEFINED_LENGTH or length > _MAX_META_BYTES:
+            length = struct.unpack("<L", extra)[0] if len(extra) == 4 else UNDEFINED_LENGTH
+        if length == UNDEFINED_LENGTH or length > _MAX_META_BYTES:
             return
         value = fp.read(length)
         if len(value) < length:
@@ -324,7 +324,7 @@ def _check_complete(dataset: Dataset, *, position: int, size: int) -> None:
     last = dataset.get_item(tags[-1], keep_deferred=True) if tags else None
     # pydicom ends quietly on an element header cut short; a defined-length last element
     # shows it: its value ends before the end of the file.
-    if isinstance(last, RawDataElement) and last.length != _UNDEFINED_LENGTH:
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH:
         end = last.value_tell + last.length
         if end < size:
             raise InvalidInstance(
@@ -342,7 +342,7 @@ def _check_lengths(dataset: Dataset) -> None:
         if isinstance(elem, RawDataElement):
             if (
                 elem.value is not None
-                and elem.length != _UNDEFINED_LENGTH
+                and elem.length != UNDEFINED_LENGTH
                 and len(elem.value) < elem.length
             ):
                 raise InvalidInstance(
@@ -438,7 +438,7 @@ def _one_text(value: Any, vr: str) -> str:
 
 
 def _number_of_frames(dataset: Dataset, found: Mapping[int, Decoded | None]) -> int:
-    if not any(tag in found for tag in _PIXEL_DATA_TAGS):
+    if not any(tag in found for tag in PIXEL_DATA_TAGS):
         return 0
     decoded = found.get(_NUMBER_OF_FRAMES)
     if decoded is not None and decoded.vr == "IS":

@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import IO, Any
 
+from dicomstore.dicom.elements import PIXEL_DATA
 from dicomstore.dicom.header import InvalidInstance
 from dicomstore.dicom.json_instances import (
-    PIXEL_DATA,
     BulkPart,
     BulkRef,
     JsonInstance,

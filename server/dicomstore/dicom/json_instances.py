@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate_buffer
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicomstore.dicom.dicomjson import PIXEL_DATA_TAGS
+from dicomstore.dicom.elements import PIXEL_DATA, PIXEL_DATA_TAGS
 from dicomstore.dicom.header import InvalidInstance
 from dicomstore.dicom.multipart import ContentType, Part
 from dicomstore.dicom.reasons import FailureReason
@@ -57,7 +57,6 @@ COMPRESSED_MEDIA_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
     "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
 }
-PIXEL_DATA: Final = 0x7FE00010
 #: VRs whose value pydicom can stream from a file object when writing (pydicom 3).
 _STREAMED_VRS: Final = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
 _UTF8: Final = "ISO_IR 192"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 from pydicom.dataelem import RawDataElement
@@ -30,6 +30,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from dicomstore.dicom.elements import FLOAT_PIXEL_DATA_TAGS, PIXEL_DATA, UNDEFINED_LENGTH
 from dicomstore.dicom.frames import (
     NATIVE_TRANSFER_SYNTAXES,
     FrameError,
@@ -38,10 +39,6 @@ from dicomstore.dicom.frames import (
     FrameReader,
 )
 from dicomstore.dicom.values import InstanceFile
-
-_PIXEL_DATA: Final = 0x7FE00010
-_FLOAT_PIXEL_DATA: Final = frozenset({0x7FE00008, 0x7FE00009})
-_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 
 
 class PixelDataError(ValueError):
@@ -159,12 +156,12 @@ class PixelSource:
         return Decoded(array, photometric)
 
     def _encapsulated_frame(self, number: int) -> bytes:
-        raw = self.dataset.get_item(_PIXEL_DATA, keep_deferred=True)
+        raw = self.dataset.get_item(PIXEL_DATA, keep_deferred=True)
         if isinstance(raw, RawDataElement) and raw.value is None:
             source: Any = self.file.source
             source.seek(raw.value_tell)
         else:
-            source = io.BytesIO(bytes(self.dataset[_PIXEL_DATA].value))
+            source = io.BytesIO(bytes(self.dataset[PIXEL_DATA].value))
         offsets = None
         if "ExtendedOffsetTable" in self.dataset and "ExtendedOffsetTableLengths" in self.dataset:
             offsets = (
@@ -184,7 +181,7 @@ class PixelSource:
 
 def _image_pixels(file: InstanceFile) -> ImagePixels:
     dataset = file.dataset
-    tags = [tag for tag in (_PIXEL_DATA, *sorted(_FLOAT_PIXEL_DATA)) if tag in dataset]
+    tags = [tag for tag in (PIXEL_DATA, *sorted(FLOAT_PIXEL_DATA_TAGS)) if tag in dataset]
     if not tags:
         raise NoPixelData("the instance has no Pixel Data")
     try:
@@ -194,7 +191,7 @@ def _image_pixels(file: InstanceFile) -> ImagePixels:
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
     raw = dataset.get_item(tags[0], keep_deferred=True)
     length = raw.length if isinstance(raw, RawDataElement) else None
-    if syntax not in NATIVE_TRANSFER_SYNTAXES and length != _UNDEFINED_LENGTH:
+    if syntax not in NATIVE_TRANSFER_SYNTAXES and length != UNDEFINED_LENGTH:
         raise PixelDataError(f"Pixel Data of a {syntax} instance is not encapsulated")
 
     def number(keyword: str, default: int) -> int:
@@ -211,7 +208,7 @@ def _image_pixels(file: InstanceFile) -> ImagePixels:
         pixel_representation=number("PixelRepresentation", 0),
         photometric=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
         number_of_frames=layout.number_of_frames,
-        float_data=tags[0] in _FLOAT_PIXEL_DATA,
+        float_data=tags[0] in FLOAT_PIXEL_DATA_TAGS,
     )
 
 

@@ -24,9 +24,9 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -57,62 +57,6 @@ class Attribute:
     keyword: str
     tag: str
     vr: str
-
-
-class MatchKind(enum.Enum):
-    EXACT = "exact"
-    ANY_OF = "any_of"
-    """List of UID matching: any of `values`."""
-    RANGE = "range"
-    """`values` are (lowest, highest), inclusive; "" for an open end."""
-    WILDCARD = "wildcard"
-    """`values` is one pattern with `*` (any run) and `?` (any one character)."""
-    TOKENS = "tokens"
-    """Fuzzy Person Name: any of `values` is a prefix of a stored token (`name_tokens`)."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One matching key: the instances whose attribute `keyword` matches."""
-
-    keyword: str
-    kind: MatchKind
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Query:
-    """A search: what to return, within which study or series, matching every condition."""
-
-    level: Level
-    study_uid: str | None = None
-    series_uid: str | None = None
-    conditions: tuple[Condition, ...] = ()
-    limit: int = 100
-    offset: int = 0
-    attributes: tuple[str, ...] | None = None
-    """Tags of the instance attributes the results show: a catalog may read only these of each
-    instance's metadata. None: all of them (`includefield=all`)."""
-
-
-@dataclass(frozen=True)
-class Match:
-    """One study, series or instance found, with what its result is built from.
-
-    Studies carry `study_attributes` and their counts; series `study_attributes`,
-    `series_attributes` and `instance_count`; instances their `metadata` (DICOM JSON).
-    Counts and modalities cover visible instances only.
-    """
-
-    study_uid: str
-    series_uid: str = ""
-    sop_uid: str = ""
-    study_attributes: Mapping[str, Any] = field(default_factory=dict)
-    series_attributes: Mapping[str, Any] = field(default_factory=dict)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    series_count: int = 0
-    instance_count: int = 0
-    modalities: tuple[str, ...] = ()
 
 
 # Attributes the search computes rather than reads (PS3.18 Table 10.6.3-3, -4, -5).
@@ -184,9 +128,9 @@ _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _DATE = re.compile(r"\d{8}")
 _TIME = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 _TOKEN_SEPARATORS = re.compile(r"[\W_]+")
-_WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _INTEGER_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
-_RANGE_VRS: Final = frozenset({"DA", "TM"})
+RANGE_VRS: Final = frozenset({"DA", "TM"})
 _HIGHEST: Final = "\U0010ffff"
 
 
@@ -275,46 +219,19 @@ def token_entries(attributes: Mapping[str, str]) -> list[tuple[str, str]]:
 # --- matching keys ---------------------------------------------------------------------------
 
 
-def condition(
-    key: str, attr: Attribute, value: str, *, wildcards: bool, fuzzy: bool
-) -> Condition | None:
-    """The condition `key=value` sets on the indexed attribute `attr`; None matches anything.
-
-    `wildcards` enables PS3.4 wildcard and UID-list matching (standard mode); without it `*`,
-    `?`, `,` and `\\` are literal characters. Raise InvalidQuery for a malformed value.
-    """
-    keyword = KEY_ALIASES.get(attr.keyword, attr.keyword)
-    text = value.strip()
-    if not text or (wildcards and set(text) == {"*"}):
-        return None  # universal matching (PS3.4 C.2.2.2.3)
-    if attr.vr == "PN" and fuzzy:
-        tokens = tuple(dict.fromkeys(name_tokens(text)))
-        return Condition(keyword, MatchKind.TOKENS, tokens) if tokens else None
-    if wildcards and ("*" in text or "?" in text):
-        if attr.vr not in _WILDCARD_VRS:
-            raise InvalidQuery(key, f"{key}: wildcards are not allowed on VR {attr.vr}")
-        return Condition(keyword, MatchKind.WILDCARD, (text,))
-    if attr.vr in _RANGE_VRS and "-" in text:
-        return Condition(keyword, MatchKind.RANGE, _range(key, attr.vr, text))
-    if wildcards and attr.vr == "UI" and ("," in text or "\\" in text):
-        uids = tuple(dict.fromkeys(u.strip() for u in re.split(r"[,\\]", text) if u.strip()))
-        return Condition(keyword, MatchKind.ANY_OF, uids)
-    return Condition(keyword, MatchKind.EXACT, (_single(key, attr.vr, text),))
-
-
-def _single(key: str, vr: str, text: str) -> str:
+def single_value(key: str, vr: str, text: str) -> str:
     if vr == "PN":
         return person_name(text)
     if vr in _INTEGER_VRS:
         if not text.lstrip("+-").isdigit():
             raise InvalidQuery(key, f"{key}: {text!r} is not an integer")
         return str(int(text))
-    if vr in _RANGE_VRS:
+    if vr in RANGE_VRS:
         _check_date_or_time(key, vr, text)
     return text
 
 
-def _range(key: str, vr: str, text: str) -> tuple[str, str]:
+def range_values(key: str, vr: str, text: str) -> tuple[str, str]:
     low, _, high = (part.strip() for part in text.partition("-"))
     if "-" in high or not (low or high):
         raise InvalidQuery(key, f"{key}: {text!r} is not a range (expected FROM-TO, FROM- or -TO)")
@@ -357,6 +274,24 @@ def prefix_bounds(prefix: str) -> tuple[str, str]:
 
 
 # --- results ---------------------------------------------------------------------------------
+
+
+class Found(Protocol):
+    """What a result is built from: a study, series or instance a search found (the core's
+    `queries.Match`)."""
+
+    @property
+    def study_attributes(self) -> Mapping[str, Any]: ...
+    @property
+    def series_attributes(self) -> Mapping[str, Any]: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+    @property
+    def modalities(self) -> tuple[str, ...]: ...
+    @property
+    def series_count(self) -> int: ...
+    @property
+    def instance_count(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -402,7 +337,7 @@ _COUNTS: Final = frozenset(
 )
 
 
-def result(match: Match, chosen: Selection) -> dict[str, Any]:
+def result(match: Found, chosen: Selection) -> dict[str, Any]:
     """The DICOM JSON object (PS3.18 F.2) of one match, attributes in tag order."""
     level = chosen.level
     computed: dict[str, Any] = {INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]}}

@@ -35,7 +35,12 @@ from typing import Final
 from pydicom import dcmread, dcmwrite
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
-from dicomstore.dicom.dicomjson import byteswap
+from dicomstore.dicom.elements import (
+    FLOAT_PIXEL_DATA_TAGS,
+    SWAP_WIDTH,
+    UNDEFINED_LENGTH,
+    byteswap,
+)
 from dicomstore.dicom.pixel_encode import (
     LOSSY_METHODS,
     NATIVE_OUTPUTS,
@@ -48,8 +53,6 @@ from dicomstore.dicom.pixel_source import PixelSource
 PIECE_BYTES: Final = 4 << 20
 _ITEM: Final = struct.pack("<HHI", 0xFFFE, 0xE000, 0)
 _SEQUENCE_DELIMITER: Final = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-_SWAPPED_UNITS: Final = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-_FLOAT_PIXEL_DATA: Final = (0x7FE00008, 0x7FE00009)
 _DROPPED: Final = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 
 
@@ -141,10 +144,10 @@ def _data_set(path: str, target: str, recoded: tuple[str, int] | None) -> bytes:
     dataset = dcmread(path, stop_before_pixels=True, force=False)
     big_endian = dataset.original_encoding[1] is False
     for element in dataset.iterall():  # converts every raw element, so each has its VR
-        unit = _SWAPPED_UNITS.get(str(element.VR))
+        unit = SWAP_WIDTH.get(str(element.VR))
         if big_endian and unit and isinstance(element.value, bytes):
             element.value = byteswap(element.value, unit)
-    for tag in _FLOAT_PIXEL_DATA:  # before Pixel Data, so read with the header
+    for tag in FLOAT_PIXEL_DATA_TAGS:  # before Pixel Data, so read with the header
         if tag in dataset:
             del dataset[tag]
     dataset.file_meta.TransferSyntaxUID = UID(target)
@@ -175,7 +178,7 @@ def _data_set(path: str, target: str, recoded: tuple[str, int] | None) -> bytes:
 def _pixel_data_header(source: PixelSource, transcoding: Plan) -> bytes:
     tag = struct.pack("<HH", 0x7FE0, 0x0010)
     if transcoding.target not in NATIVE_OUTPUTS:
-        return tag + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF) + _ITEM
+        return tag + b"OB\x00\x00" + struct.pack("<I", UNDEFINED_LENGTH) + _ITEM
     length = transcoding.pixel_bytes + transcoding.pixel_bytes % 2
     if transcoding.target == ImplicitVRLittleEndian:
         return tag + struct.pack("<I", length)

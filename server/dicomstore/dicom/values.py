@@ -7,7 +7,7 @@ tag path and hands back a `StoredValue` that reads it by byte range:
 - a top-level value pydicom deferred (larger than `header.DEFER_SIZE`, Pixel Data above all) is
   read from its window of the file on demand, so a multi-gigabyte value never sits in memory;
 - any other value (small, nested in a sequence, or in a deflated data set, which pydicom
-  inflates in memory anyway) comes from `dicomjson.bulkdata_element` or the raw element.
+  inflates in memory anyway) comes from `bulkdata.bulkdata_element` or the raw element.
 
 Values of an Explicit VR Big Endian data set (PS3.5 A.3, retired) are swapped to little endian.
 Pixel Data is swapped by the wider of its VR's unit and Bits Allocated: 32-bit pixels in an OW
@@ -20,20 +20,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
 
-from dicomstore.dicom.dicomjson import (
+from dicomstore.dicom.bulkdata import EncapsulatedPixelData, bulkdata_element
+from dicomstore.dicom.elements import (
     PIXEL_DATA_TAGS,
-    EncapsulatedPixelData,
-    bulkdata_element,
+    UNDEFINED_LENGTH,
     byteswap,
+    raw_vr,
     swap_unit,
 )
 from dicomstore.dicom.header import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, read_dataset
 
-_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 #: Bytes per unit of each binary or numeric VR (PS3.5 6.2), the unit of big-endian swapping.
 _UNIT: Final = {
     "OB": 1,
@@ -170,8 +169,8 @@ class InstanceFile:
         raw = self.dataset.get_item(tag, keep_deferred=True)
         if not isinstance(raw, RawDataElement):
             return None  # already converted: bulkdata_element reads it
-        vr = _raw_vr(raw)
-        if raw.length == _UNDEFINED_LENGTH:
+        vr = raw_vr(raw).split(" or ", 1)[0]  # the dictionary's first choice
+        if raw.length == UNDEFINED_LENGTH:
             if tag in PIXEL_DATA_TAGS:
                 raise EncapsulatedPixelData(tag_path)
             return None
@@ -182,14 +181,3 @@ class InstanceFile:
             return StoredValue(raw.length, source=self._source, offset=raw.value_tell, unit=unit)
         data = bytes(raw.value)
         return StoredValue.in_memory(byteswap(data, unit) if unit > 1 else data)
-
-
-def _raw_vr(raw: RawDataElement) -> str:
-    """The VR of an unconverted element: explicit, else the dictionary's first choice."""
-    if raw.VR is not None and raw.VR != "UN":
-        return str(raw.VR)
-    try:
-        vr = str(dictionary_VR(raw.tag))
-    except KeyError:
-        return "UN"
-    return vr.split(" or ", 1)[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pydicom.data
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
 STUDY, SERIES, INSTANCE = "1.2.826.0.1.3", "1.2.826.0.1.3.4", "1.2.826.0.1.3.4.5"
@@ -47,9 +47,9 @@ def new_instance(**attributes: object) -> Dataset:
 def part10(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
     """`ds` as a DICOM Part 10 file in `transfer_syntax`."""
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or INSTANCE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or UID(INSTANCE)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

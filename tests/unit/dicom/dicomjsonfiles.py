@@ -14,7 +14,7 @@ def metadata(**extra: Any) -> dict[str, Any]:
     return {**new_instance().to_json_dict(), **extra}
 
 
-def image(frames: int = 1, **extra: Any) -> dict[str, Any]:
+def image(frames: int = 1, /, **extra: Any) -> dict[str, Any]:
     """1 x 4 8-bit monochrome frames whose Pixel Data is the bulk data part "pixels"."""
     ds = new_instance(NumberOfFrames=frames, PhotometricInterpretation="MONOCHROME2")
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 1, 4, 1

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, new_instance, part10, pydicom_data_files
 
-from dicomstore.dicom import dicomjson, header
+from dicomstore.dicom import header, raw_values
 from dicomstore.dicom.header import InstanceHeader, InvalidInstance, read_header
 
 Outcome = tuple[InstanceHeader, dict[str, Any], int] | tuple[int, str]
@@ -40,7 +40,7 @@ class _Every:
 
 def reference_outcome(source: Path | bytes) -> Outcome:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dicomjson, "_converts_as_assumed", lambda: False)
+        patch.setattr(raw_values, "converts_as_assumed", lambda: False)
         # Every transfer syntax then takes the `dcmread` path of deflated and private ones.
         patch.setattr(header, "PrivateTransferSyntaxes", _Every())
         return outcome(source)
@@ -58,10 +58,10 @@ def test_every_pydicom_file_reads_as_with_pydicoms_conversion(path: Path) -> Non
 def test_the_fast_path_is_taken_for_plain_attributes() -> None:
     """Without it this module would compare pydicom with itself."""
     data = part10(new_instance(SpecificCharacterSet="ISO_IR 100", PatientName="Doe^Jane"))
-    found = dicomjson.decode_values(_dataset(data), {0x00100010, 0x0020000D})
+    found = raw_values.decode_values(_dataset(data), {0x00100010, 0x0020000D})
     assert found == {
-        0x00100010: dicomjson.Decoded("PN", ["Doe^Jane"]),
-        0x0020000D: dicomjson.Decoded("UI", ["1.2.826.0.1.3"]),
+        0x00100010: raw_values.Decoded("PN", ["Doe^Jane"]),
+        0x0020000D: raw_values.Decoded("UI", ["1.2.826.0.1.3"]),
     }
 
 
@@ -200,5 +200,5 @@ def test_other_conversion_settings_fall_back_to_pydicom() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "datetime_conversion", True)
         data = part10(new_instance(StudyDate="20240101"))
-        found = dicomjson.decode_values(_dataset(data), {0x00080020})
+        found = raw_values.decode_values(_dataset(data), {0x00080020})
     assert found == {0x00080020: None}

@@ -15,12 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
-from dicomstore.dicom.dicomjson import (
-    EncapsulatedPixelData,
-    bulkdata_element,
-    iter_tag_paths,
-    to_dicom_json,
-)
+from dicomstore.dicom.bulkdata import EncapsulatedPixelData, bulkdata_element, iter_tag_paths
+from dicomstore.dicom.dicomjson import to_dicom_json
 from dicomstore.dicom.header import DEFER_SIZE, read_header
 
 

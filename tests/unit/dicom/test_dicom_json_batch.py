@@ -109,7 +109,7 @@ def test_encapsulated_pixel_data_waits_for_number_of_frames_parts(
     batch: JsonBatch, make_part: MakePart
 ) -> None:
     frames = [b"\xff\xd8frame-01\xff\xd9", b"\xff\xd8frame-02\xff\xd9"]
-    assert batch.add_metadata([image(frames=2)], None) == []
+    assert batch.add_metadata([image(2)], None) == []
     assert add(batch, make_part(frames[0], content_type="image/jpeg")) == []
     (instance,) = add(batch, make_part(frames[1], content_type="image/jpeg"))
     stored = built(batch, instance)
@@ -169,7 +169,7 @@ def test_an_instance_that_cannot_be_built_fails_and_frees_its_parts(
 def test_instances_still_waiting_at_the_end_fail(
     batch: JsonBatch, make_part: MakePart, frames: int, parts: int, words: str
 ) -> None:
-    assert batch.add_metadata([image(frames=frames)], None) == []
+    assert batch.add_metadata([image(frames)], None) == []
     for _ in range(parts):
         assert add(batch, make_part(b"\xff\xd8\xff\xd9", content_type="image/jpeg")) == []
     (failed,) = batch.finish()
@@ -193,7 +193,8 @@ def test_held_parts_spool_to_disk_past_the_threshold(batch: JsonBatch, make_part
     first, second = make_part(b"a" * 40, "first"), make_part(b"b" * 40, "second")
     add(batch, first)
     add(batch, second)
-    assert not first.body._rolled
-    assert second.body._rolled
+    # `_rolled` (to disk) is private: typeshed does not declare it.
+    assert not first.body._rolled  # type: ignore[attr-defined]
+    assert second.body._rolled  # type: ignore[attr-defined]
     batch.close()
     assert first.body.closed and second.body.closed

@@ -174,7 +174,7 @@ def test_build_part10_streams_native_pixel_data_padded_to_even_length(bulk: Bulk
 
 def test_build_part10_encapsulates_one_fragment_per_frame(bulk: Bulk) -> None:
     frames = [b"\xff\xd8frame-01\xff\xd9", b"\xff\xd8frame-02\xff\xd9"]  # even lengths
-    instance = parse_instance(image(frames=2), None)
+    instance = parse_instance(image(2), None)
     parts = {"pixels": [bulk(frame, "image/jpeg") for frame in frames]}
     stored = build(instance, parts, JPEGBaseline8Bit)
     assert stored.file_meta.TransferSyntaxUID == JPEGBaseline8Bit

@@ -46,7 +46,7 @@ def read_parts(
     return result
 
 
-def encode(parts: list[tuple[Mapping[str, str], bytes]], boundary: str = BOUNDARY) -> bytes:
+def encode(parts: Iterable[tuple[Mapping[str, str], bytes]], boundary: str = BOUNDARY) -> bytes:
     return b"".join(multipart_chunks(((h, [b]) for h, b in parts), boundary))
 
 

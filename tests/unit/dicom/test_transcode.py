@@ -56,7 +56,7 @@ KNOWN_LIMITS = (
     "The destination buffer is too small to hold all the output",  # CharLS, tiny noisy images
 )
 #: Lowest PSNR (dB, over the frame's value range) of each lossy output.
-PSNR_FLOOR = {JPEGBaseline8Bit: 30.0, JPEG2000: 38.0}
+PSNR_FLOOR: dict[str, float] = {JPEGBaseline8Bit: 30.0, JPEG2000: 38.0}
 
 
 @cache

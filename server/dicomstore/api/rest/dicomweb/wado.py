@@ -85,7 +85,7 @@ from dicomstore.core import pixels
 from dicomstore.core.errors import NotFound, invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
-from dicomstore.dicom.dicomjson import EncapsulatedPixelData, iter_tag_paths
+from dicomstore.dicom.bulkdata import EncapsulatedPixelData, iter_tag_paths
 from dicomstore.dicom.multipart import new_boundary
 from dicomstore.dicom.pixel_encode import NATIVE_FRAME, NATIVE_OUTPUTS, PRODUCIBLE
 from dicomstore.dicom.values import InstanceFile, StoredValue
