@@ -1,4 +1,5 @@
-"""dicom/ is pydicom know-how only: no transport, driver, adapter or core import (DESIGN.md).
+"""dicom/ is pydicom know-how only: no transport, driver, adapter or core import
+(docs/architecture.md, "The layers").
 
 Pixel work needs the arrays and images pydicom's own pixel backends use: numpy and Pillow."""
 
