@@ -1,7 +1,8 @@
-"""`kill -9` in the middle of a STOW-RS batch or a study delete, then restart (the guarantees
-of docs/architecture.md, "The ingest protocol", and docs/reliability.md, "Crash safety"). The checks of the data directory are those `dicomstore-crash-trials` makes after
-each of its random kills (`dicomstore_bench.crash_trials.check_data_dir`); these tests put the
-server in chosen states instead, and show that the checks see what they look for."""
+"""`kill -9` in the middle of a STOW-RS batch or a study delete, then restart (the guarantees of
+docs/architecture.md, "The ingest protocol", and docs/reliability.md, "Crash safety"). The
+checks of the data directory are those `dicomstore-crash-trials` makes after each of its random
+kills (`dicomstore_bench.crash_trials.check_data_dir`); these tests put the server in chosen
+states instead, and show that the checks see what they look for."""
 
 from __future__ import annotations
 
