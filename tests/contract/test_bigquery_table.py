@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from tests.contract.conftest import BigQueryTables
 from tests.unit.dicom.dicomfiles import data_file
 
-from dicomstore.core.bigquery_export import check_destination, write_plan
+from dicomstore.core.bigquery_dispositions import check_destination, write_plan
 from dicomstore.core.errors import FailedPrecondition, Unavailable
 from dicomstore.core.model import WriteDisposition
 from dicomstore.core.validation import BigQueryTableName, parse_bigquery_table_uri

@@ -4,7 +4,7 @@
 Reference: BigQueryDestination in Google's RPC reference and its BigQuery export how-to
 (docs/bigquery.md says what we take from them): the write
 disposition (and legacy `force`) decides, before any row is written, whether a table that has
-rows is refused, emptied or appended to (`core.bigquery_export`). The rows are built in a
+rows is refused, emptied or appended to (`core.bigquery_dispositions`). The rows are built in a
 thread (pure CPU) and each group is one write; the counter moves after each.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from dicomstore.core.bigquery_export import check_destination, write_plan
+from dicomstore.core.bigquery_dispositions import check_destination, write_plan
 from dicomstore.core.model import BigQueryRow, ProgressCounter, StoredInstance, WriteDisposition
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext

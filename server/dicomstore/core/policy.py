@@ -38,6 +38,9 @@ class DicomWebPolicy:
     """204 (Google: empty body) or 200 (PS3.18: `[]`)."""
     searchable_keys: dict[str, frozenset[str]] | None
     """Per QIDO level ("studies", "series", "instances"); None means every indexed attribute."""
+    stow_xml_namespace: bool
+    """Whether a STOW-RS response in XML declares PS3.19's Native DICOM Model namespace
+    (PS3.18 F.3); Google's XML has none."""
     rendered_parameters: tuple[str, ...]
     """Query parameters of WADO-RS rendered resources that are honoured; others are ignored."""
 
@@ -52,6 +55,7 @@ GOOGLE = DicomWebPolicy(
         "series": _GOOGLE_SERIES_KEYS,
         "instances": _GOOGLE_INSTANCE_KEYS,
     },
+    stow_xml_namespace=False,
     rendered_parameters=("viewport",),
 )
 
@@ -61,6 +65,7 @@ STANDARD = DicomWebPolicy(
     qido_wildcards=True,
     qido_no_match_status=200,
     searchable_keys=None,
+    stow_xml_namespace=True,
     rendered_parameters=("viewport", "quality", "window"),
 )
 

@@ -250,7 +250,7 @@ class _Stow:
         else:
             status = context.policy.stow_partial_failure_status
         if media_type == DICOM_XML:
-            xml = response_module.to_xml(body, xmlns=context.policy.name == "standard")
+            xml = response_module.to_xml(body, xmlns=context.policy.stow_xml_namespace)
             return Response(xml.encode("utf-8"), status_code=status, media_type=media_type)
         text = json.dumps(response_module.to_json(body), ensure_ascii=False, separators=(",", ":"))
         return Response(text.encode("utf-8"), status_code=status, media_type=media_type)

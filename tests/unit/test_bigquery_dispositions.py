@@ -1,10 +1,10 @@
-"""Write dispositions of an export to BigQuery (dicomstore.core.bigquery_export)."""
+"""Write dispositions of an export to BigQuery (dicomstore.core.bigquery_dispositions)."""
 
 from __future__ import annotations
 
 import pytest
 
-from dicomstore.core.bigquery_export import WritePlan, check_destination, write_plan
+from dicomstore.core.bigquery_dispositions import WritePlan, check_destination, write_plan
 from dicomstore.core.errors import FailedPrecondition
 from dicomstore.core.model import WriteDisposition
 
