@@ -105,6 +105,31 @@ def _number_of_frames(dataset: Dataset) -> int:
     return frames if frames > 0 else 1
 
 
+@dataclass(frozen=True)
+class FrameSpan:
+    """Where the byte-aligned little-endian frames of a stored instance lie in its file, so
+    that a frame can be read again without parsing the file (`FrameReader.span`)."""
+
+    offset: int
+    length: int
+    frame_bytes: int
+    number_of_frames: int
+
+    def frame_range(self, number: int) -> tuple[int, int]:
+        """(file offset, size) of frame `number` (from 1)."""
+        if not 1 <= number <= self.number_of_frames:
+            raise FrameOutOfRange(
+                f"frame {number} does not exist: the instance has {self.number_of_frames} frame(s)"
+            )
+        end = number * self.frame_bytes
+        if end > self.length:
+            raise InconsistentPixelData(
+                f"Pixel Data holds {self.length} bytes, but frame {number} of"
+                f" {self.frame_bytes} bytes ends at byte {end}"
+            )
+        return self.offset + end - self.frame_bytes, self.frame_bytes
+
+
 class FrameReader:
     """The native frames of an open instance."""
 
@@ -118,6 +143,14 @@ class FrameReader:
     @property
     def number_of_frames(self) -> int:
         return self.layout.number_of_frames
+
+    def span(self) -> FrameSpan | None:
+        """Where the frames lie in the file, when each is a plain byte range of it."""
+        found = self._value.file_span()
+        if found is None or self.layout.frame_bits % 8:
+            return None
+        offset, length = found
+        return FrameSpan(offset, length, self.layout.frame_bytes, self.layout.number_of_frames)
 
     def check(self, numbers: Sequence[int]) -> None:
         """Raise unless every frame in `numbers` exists and lies inside the Pixel Data."""

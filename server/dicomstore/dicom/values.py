@@ -80,6 +80,13 @@ class StoredValue:
     def in_memory(cls, data: bytes) -> StoredValue:
         return cls(len(data), data=data)
 
+    def file_span(self) -> tuple[int, int] | None:
+        """(offset, length) of the value in the file when its bytes there are already little
+        endian; None when it is in memory or must be swapped."""
+        if self._source is None or self._unit != 1:
+            return None
+        return self._offset, self.length
+
     def read(self, start: int, end: int) -> bytes:
         """Bytes `start` to `end` (clamped to the value) of the little-endian value."""
         end = min(end, self.length)
