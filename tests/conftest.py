@@ -14,6 +14,7 @@ from google.longrunning import operations_pb2_grpc
 
 from dicomstore.app import App
 from dicomstore.config import Settings
+from dicomstore.core import errors
 from tests.fake_gcs import fake_gcs_server
 
 LOCATION = "projects/test-project/locations/us-central1"
@@ -81,3 +82,13 @@ def fake_gcs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bucket)."""
     with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs-server")) as url:
         yield url
+
+
+#: Every error class the core raises on purpose (`dicomstore.core.errors`).
+DOMAIN_ERRORS = [
+    cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type)
+    and issubclass(cls, errors.DicomStoreError)
+    and cls is not errors.DicomStoreError
+]

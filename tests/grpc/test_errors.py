@@ -13,14 +13,7 @@ from dicomstore.api.grpc.server import GrpcServer
 from dicomstore.api.status import status_of
 from dicomstore.core import errors
 from dicomstore.logs import AccessLog
-
-DOMAIN_ERRORS = [
-    cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type)
-    and issubclass(cls, errors.DicomStoreError)
-    and cls is not errors.DicomStoreError
-]
+from tests.conftest import DOMAIN_ERRORS
 
 
 class Failing:

@@ -23,12 +23,11 @@ from starlette.types import ASGIApp
 
 from dicomstore.api.rest.app import SERVICE_CONFIG_HTTP, create_app
 from dicomstore.app import App
-from dicomstore.core import errors
 from dicomstore.core.instances import Ingested, Instances
 from dicomstore.core.names import DicomStoreName
 from dicomstore.dicom.multipart import MultipartReader, multipart_chunks, parse_content_type
 from dicomstore.logs import AccessLog
-from tests.conftest import DATASET, LOCATION
+from tests.conftest import DATASET, DOMAIN_ERRORS, LOCATION
 from tests.unit.dicom.dicomfiles import PYDICOM_DATA, data_file, new_instance, part10
 
 BASE_URL = "http://dicomstore.test"
@@ -57,13 +56,6 @@ def rest_app(
 
 
 DICOM_SERVICE = dicom_pb2.DESCRIPTOR.services_by_name["DicomService"]
-DOMAIN_ERRORS = [
-    cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type)
-    and issubclass(cls, errors.DicomStoreError)
-    and cls is not errors.DicomStoreError
-]
 
 
 class Failing:

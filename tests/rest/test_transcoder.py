@@ -31,10 +31,9 @@ from starlette.types import ASGIApp
 from dicomstore.api.rest.transcoder import PathTemplate, http_rules, split_verb
 from dicomstore.api.status import status_of
 from dicomstore.core import errors
-from tests.conftest import DATASET, LOCATION
+from tests.conftest import DATASET, DOMAIN_ERRORS, LOCATION
 from tests.rest.support import (
     DICOM_SERVICE,
-    DOMAIN_ERRORS,
     OPERATION_METADATA,
     Failing,
     client_for,

@@ -115,6 +115,12 @@ class PixelSource:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    @property
+    def stored_frame_bytes(self) -> int:
+        """The size of one native frame as stored (bit-packed frames rounded up to a byte)."""
+        assert self._native is not None, "compressed frames have no fixed size"
+        return self._native.layout.frame_bytes
+
     def check(self, number: int) -> None:
         if not 1 <= number <= self.image.number_of_frames:
             raise FrameOutOfRange(

@@ -85,7 +85,7 @@ def plan(source: PixelSource, target: str) -> Plan:
         if image.bits_allocated == 1:
             pixel_bytes = (image.number_of_frames * image.rows * image.columns + 7) // 8
         elif copy:
-            pixel_bytes = len(source.stored_frame(1)) * image.number_of_frames
+            pixel_bytes = source.stored_frame_bytes * image.number_of_frames
         else:
             pixel_bytes = image.decoded_frame_bytes * image.number_of_frames
     per_job = max(1, PIECE_BYTES // max(1, image.decoded_frame_bytes))
