@@ -1,0 +1,1 @@
+"""A Python client for dicomstore and Google's Cloud Healthcare API v1 DICOM stores."""
