@@ -11,40 +11,20 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
 from dicomstore_client import cli_dicomweb, cli_manage
+from dicomstore_client.cli_options import Options, Output
 from dicomstore_client.connection import GRPC_ENV, HTTP_ENV, TOKEN_ENV, Connection
 from dicomstore_client.errors import ClientError, ExitCode
+from dicomstore_client.names import DATASET_ENV, LOCATION_ENV, PROJECT_ENV
 
-PROJECT_ENV = "DICOMSTORE_PROJECT"
-LOCATION_ENV = "DICOMSTORE_LOCATION"
-DATASET_ENV = "DICOMSTORE_DATASET"
+__all__ = ["Options", "Output", "app", "main"]
 
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-@dataclass
-class Options:
-    """What every command sees: `typer.Context.obj`."""
-
-    connection: Connection
-    project: str | None
-    location: str | None
-    dataset: str | None
-    output: Output
-    debug: bool
-    console: Console = field(default_factory=Console)
-    errors: Console = field(default_factory=lambda: Console(stderr=True))
+INTERRUPTED = 130  # Typer's exit code for Ctrl-C
 
 
 app = typer.Typer(
@@ -95,25 +75,23 @@ cli_dicomweb.register(app)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    errors = Console(stderr=True)
     try:
-        result = command.main(args=argv, prog_name="dicomstore-client", standalone_mode=False)
+        # Typer shows its own usage errors (exit 2) and help, and ends with SystemExit.
+        command.main(args=args, prog_name="dicomstore-client", standalone_mode=True)
     except ClientError as exc:
-        if debug:
+        if "--debug" in args:
             traceback.print_exc()
+        errors = Console(stderr=True)
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return int(exc.exit_code)
-    except click.exceptions.Abort:
-        errors.print("cancelled", markup=False)
-        return int(ExitCode.CANCELLED)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return int(result) if isinstance(result, int) else 0
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            Console(stderr=True).print("cancelled", markup=False)
+            return int(ExitCode.CANCELLED)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,12 +25,14 @@ DEFAULT_HTTP = "http://localhost:8080"
 
 @dataclass(frozen=True)
 class Connection:
-    """`tls=None` chooses TLS for a gRPC target on port 443, plaintext otherwise."""
+    """`tls=None` chooses TLS for a gRPC target on port 443, plaintext otherwise;
+    `root_certificates` (PEM) replaces the system's roots, for a server with its own CA."""
 
     grpc_target: str = DEFAULT_GRPC
     http_url: str = DEFAULT_HTTP
     token: str | None = None
     tls: bool | None = None
+    root_certificates: bytes | None = None
 
     @classmethod
     def from_env(
@@ -64,7 +66,7 @@ class Connection:
         return ()
 
     def _credentials(self) -> grpc.ChannelCredentials:
-        credentials = grpc.ssl_channel_credentials()
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
         if self.token:
             return grpc.composite_channel_credentials(
                 credentials, grpc.access_token_call_credentials(self.token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import grpc
 
@@ -52,6 +53,36 @@ class ClientError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}" if self.status != "UNKNOWN" else self.message
+
+
+class OperationError(ClientError):
+    """A long-running operation that ended with an error; `operation` is the done Operation.
+
+    When some of its items failed (its counter says so) the exit code is `FAILED`, whatever the
+    status of the first failure that the error carries."""
+
+    def __init__(self, operation: Any, failed_items: int) -> None:
+        status = status_name(operation.error.code)
+        super().__init__(
+            operation.error.message or status,
+            status,
+            ExitCode.FAILED if failed_items and status != "CANCELLED" else None,
+        )
+        self.operation = operation
+        self.failed_items = failed_items
+
+    def __str__(self) -> str:
+        if self.exit_code is ExitCode.FAILED:
+            return f"{self.message} (first failure: {self.status})"
+        return super().__str__()
+
+
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def status_name(code: int) -> str:
+    """The google.rpc code name of a numeric code (`5` is `NOT_FOUND`)."""
+    return _STATUS_NAMES.get(code, "UNKNOWN")
 
 
 def from_rpc_error(error: grpc.RpcError) -> ClientError:

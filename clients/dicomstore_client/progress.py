@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     TaskID,
     TaskProgressColumn,
@@ -44,13 +43,18 @@ class Counts:
     def pending(self) -> int | None:
         return None if self.total is None else max(self.total - self.done - self.failed, 0)
 
+    def size(self) -> str:
+        if self.bytes_total is None:
+            return ""
+        return f"{_size(self.bytes_done)}/{_size(self.bytes_total)}"
+
     def line(self, label: str) -> str:
         items = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
         parts = [f"{items} done", f"{self.failed} failed"]
         if self.pending is not None:
             parts.append(f"{self.pending} pending")
         if self.bytes_total is not None:
-            parts.append(f"{_size(self.bytes_done)}/{_size(self.bytes_total)}")
+            parts.append(self.size())
         return f"{label}: {', '.join(parts)}"
 
 
@@ -73,7 +77,7 @@ class Progress:
                 TextColumn("{task.fields[failed]} failed"),
             ]
             if counts.bytes_total is not None:
-                columns.append(DownloadColumn())
+                columns.append(TextColumn("{task.fields[size]}"))
             columns.append(TimeElapsedColumn())
             self._bar = RichProgress(*columns, console=console, transient=False)
 
@@ -99,13 +103,13 @@ class Progress:
     def _show(self) -> None:
         c = self.counts
         if self._bar is not None and self._task is not None:
-            # The bar fills with the items that ended (done or failed), or with bytes when known.
-            finished = c.bytes_done if c.bytes_total else c.done + c.failed
+            # The bar counts the items that ended, done or failed; bytes are shown beside it.
             self._bar.update(
                 self._task,
-                completed=finished,
-                total=(c.bytes_total or None) if c.bytes_total is not None else c.total,
+                completed=c.done + c.failed,
+                total=c.total,
                 failed=c.failed,
+                size=c.size(),
             )
             return
         line = c.line(self.label)
@@ -116,7 +120,7 @@ class Progress:
     def __enter__(self) -> Progress:
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(self.label, total=None, failed=0)
+            self._task = self._bar.add_task(self.label, total=None, failed=0, size="")
         self._show()
         return self
 

@@ -1,7 +1,9 @@
 """Debian's headless Chromium, driven by Playwright, for pages tested in a real browser.
 
-`browser` is one Chromium for the session; `page` a fresh page (its own context: no cookies or
-cache shared between tests). Without Chromium the tests skip, or fail when CI is set
+`browser` is one Chromium for a test module, not for the session: while it is open,
+Playwright's sync API keeps an event loop running in the main thread, where the async tests
+that follow need none. `page` is a fresh page (its own context: no cookies or cache shared
+between tests). Without Chromium the tests skip, or fail when CI is set
 (`.ci/run` installs it). `DICOMSTORE_CHROMIUM` names another binary.
 """
 
@@ -25,7 +27,7 @@ def chromium_or_skip() -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = chromium_or_skip()
     with sync_playwright() as playwright:
