@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests import postgres
 from tests.fake_gcs import create_bucket
+from tests.postgres import postgres_cluster  # noqa: F401  (the fixture the PostgreSQL catalog needs)
 
 from dicomstore.blobs.local import LocalBlobStore
+from dicomstore.catalog.postgres import PostgresCatalog
 from dicomstore.catalog.sqlite import SqliteCatalog
 from dicomstore.core.ports import BigQueryTable, BlobStore, Catalog, CloudStorage
 from dicomstore.core.validation import parse_bigquery_table_uri
@@ -31,6 +34,8 @@ PutBlob = Callable[[int], Awaitable[None]]
 
 CATALOGS: dict[str, Callable[[Path], Catalog]] = {
     "sqlite": lambda root: SqliteCatalog(root / "catalog.sqlite3"),
+    # A database of the session's cluster per test (tests/postgres.py).
+    "postgresql": lambda root: PostgresCatalog(postgres.database_url(root)),
 }
 BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {
     "local": lambda root: LocalBlobStore(root / "blobs"),
@@ -46,12 +51,15 @@ BIGQUERY_TABLES: dict[str, Callable[[Path, str], BigQueryTable]] = {
 @pytest.fixture(params=sorted(CATALOGS))
 async def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Catalog]:
     """An opened, empty catalog of each adapter kind."""
+    if request.param == "postgresql":
+        request.getfixturevalue("postgres_cluster")
     adapter = CATALOGS[request.param](tmp_path)
     await adapter.open()
     try:
         yield adapter
     finally:
         await adapter.close()
+        postgres.drop_database(tmp_path)
 
 
 @pytest.fixture

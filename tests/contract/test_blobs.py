@@ -1,20 +1,61 @@
 """The contract of the BlobStore port (dicomstore.core.ports.BlobStore), run against every
-adapter; then what is particular to LocalBlobStore's folders."""
+adapter: the folder on disk, and a bucket of fake-gcs-server (Cloud Storage's JSON API); then
+what is particular to LocalBlobStore's folders and to GcsBlobStore's objects.
+
+The adapters are listed here rather than in conftest.py (whose `blobs` fixture this module's
+replaces): each builds a fresh, unopened store over a test's tmp_path (and, for Cloud Storage,
+a new bucket of the session's emulator)."""
 
 from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import google.cloud.storage as storage
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from tests.contract.conftest import new_emulator_bucket
 
+from dicomstore.blobs.gcs import READ_CHUNK, GcsBlobStore
 from dicomstore.blobs.local import LocalBlobStore
-from dicomstore.core.errors import NotFound
+from dicomstore.core.errors import NotFound, Unavailable
 from dicomstore.core.ports import BlobStore
 
 PutBlob = Callable[[int], Awaitable[None]]
+
+
+def _local(tmp_path: Path, request: pytest.FixtureRequest) -> BlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def _gcs(tmp_path: Path, request: pytest.FixtureRequest) -> BlobStore:
+    url: str = request.getfixturevalue("fake_gcs_url")
+    bucket = new_emulator_bucket(url)
+    return GcsBlobStore(url, bucket, "some/prefix", tmp_path / "spool", anonymous=True)
+
+
+BLOB_STORES: dict[str, Callable[[Path, pytest.FixtureRequest], BlobStore]] = {
+    "local": _local,
+    "fake-gcs-server": _gcs,
+}
+
+
+@pytest.fixture(params=sorted(BLOB_STORES))
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    """An opened, empty blob store of each adapter kind, closed after the test."""
+    adapter = BLOB_STORES[request.param](tmp_path, request)
+    await adapter.open()
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
+
+
+async def read_all(blobs: BlobStore, store_key: int, instance_key: int) -> bytes:
+    return b"".join([chunk async for chunk in blobs.read(store_key, instance_key)])
+
 
 # The port
 
@@ -24,9 +65,18 @@ async def test_write_then_read_returns_the_same_bytes(blobs: BlobStore) -> None:
     source = io.BytesIO(b"skipped" + payload)
     source.seek(7)
     assert await blobs.write(4, 10, source) == len(payload)
-    read = b"".join([chunk async for chunk in blobs.read(4, 10)])
-    assert read == payload
-    assert blobs.local_path(4, 10).read_bytes() == payload
+    assert await read_all(blobs, 4, 10) == payload
+    async with blobs.local_file(4, 10) as path:
+        assert path.read_bytes() == payload
+
+
+async def test_read_streams_a_large_blob_in_bounded_chunks(blobs: BlobStore) -> None:
+    payload = bytes(range(251)) * (READ_CHUNK // 251 * 2 + 7)  # over two chunks of either
+    await blobs.write(4, 10, io.BytesIO(payload))
+    chunks = [chunk async for chunk in blobs.read(4, 10)]
+    assert b"".join(chunks) == payload
+    assert len(chunks) > 2
+    assert max(len(chunk) for chunk in chunks) <= READ_CHUNK
 
 
 async def test_write_copies_a_file_from_its_position(blobs: BlobStore, tmp_path: Path) -> None:
@@ -35,7 +85,55 @@ async def test_write_copies_a_file_from_its_position(blobs: BlobStore, tmp_path:
     with (tmp_path / "source").open("rb") as source:
         source.seek(7)
         assert await blobs.write(4, 10, source) == len(payload)
-    assert blobs.local_path(4, 10).read_bytes() == payload
+    assert await read_all(blobs, 4, 10) == payload
+
+
+@pytest.mark.parametrize(
+    ("start", "size", "expected"),
+    [(0, 4, b"0123"), (3, 4, b"3456"), (8, 10, b"89"), (10, 4, b""), (12, 4, b""), (2, 0, b"")],
+    ids=["start", "middle", "past-end", "at-end", "beyond-end", "empty"],
+)
+async def test_read_range_returns_those_bytes(
+    blobs: BlobStore, start: int, size: int, expected: bytes
+) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"0123456789"))
+    assert await blobs.read_range(4, 10, start, size) == expected
+
+
+async def test_read_range_of_an_absent_blob_is_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        await blobs.read_range(4, 404, 0, 10)
+
+
+async def test_open_file_reads_ranges_anywhere(blobs: BlobStore) -> None:
+    payload = bytes(range(256)) * 4000  # past open_file's read-ahead buffer
+    await blobs.write(4, 10, io.BytesIO(payload))
+    file = await blobs.open_file(4, 10)
+    with file:
+        assert file.read(4) == payload[:4]
+        file.seek(700_000)
+        assert file.read(300_000) == payload[700_000:1_000_000]
+        assert file.seek(-10, io.SEEK_END) == len(payload) - 10
+        assert file.read() == payload[-10:]
+        file.seek(1)
+        assert file.read(3) == payload[1:4]
+
+
+async def test_open_file_of_an_absent_blob_is_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        await blobs.open_file(4, 404)
+
+
+async def test_local_file_of_an_absent_blob_is_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        async with blobs.local_file(4, 404):
+            pass
+
+
+async def test_local_file_held_twice_is_the_same_blob(blobs: BlobStore) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"DICM"))
+    async with blobs.local_file(4, 10) as first, blobs.local_file(4, 10) as second:
+        assert first.read_bytes() == second.read_bytes() == b"DICM"
 
 
 @pytest.mark.parametrize("position", [0, 3, 4, 9], ids=["start", "middle", "end", "past-end"])
@@ -52,6 +150,20 @@ async def test_write_replaces_a_blob_of_the_same_key(blobs: BlobStore) -> None:
     assert await blobs.write(4, 10, io.BytesIO(b"new")) == 3
     read = b"".join([chunk async for chunk in blobs.read(4, 10)])
     assert read == b"new"
+
+
+async def test_deleted_blob_is_not_found_by_any_read(blobs: BlobStore) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"DICM"))
+    async with blobs.local_file(4, 10):
+        pass
+    await blobs.delete(4, 10)
+    with pytest.raises(NotFound):
+        await read_all(blobs, 4, 10)
+    with pytest.raises(NotFound):
+        await blobs.read_range(4, 10, 0, 4)
+    with pytest.raises(NotFound):
+        async with blobs.local_file(4, 10):
+            pass
 
 
 async def test_write_after_remove_dicom_store_stores_the_blob(blobs: BlobStore) -> None:
@@ -247,3 +359,93 @@ async def test_remove_dicom_store_leaves_foreign_entries(
 async def test_reading_an_absent_blob_is_not_found(blobs: BlobStore) -> None:
     with pytest.raises(NotFound):
         [chunk async for chunk in blobs.read(1, 404)]
+
+
+# GcsBlobStore: objects `PREFIX/{store}/{instance}.dcm` in its bucket; local copies for the
+# pixel workers in a bounded cache.
+
+
+@pytest.fixture
+def gcs_bucket(fake_gcs_url: str) -> str:
+    return new_emulator_bucket(fake_gcs_url)
+
+
+def gcs_store(url: str, bucket: str, tmp_path: Path, **options: int) -> GcsBlobStore:
+    return GcsBlobStore(url, bucket, "/some/prefix/", tmp_path / "spool", anonymous=True, **options)
+
+
+def object_names(url: str, bucket: str) -> list[str]:
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": url},
+    )
+    try:
+        return sorted(blob.name for blob in client.list_blobs(bucket))
+    finally:
+        client.close()
+
+
+async def test_gcs_blobs_are_objects_under_the_prefix(
+    fake_gcs_url: str, gcs_bucket: str, tmp_path: Path
+) -> None:
+    store = gcs_store(fake_gcs_url, gcs_bucket, tmp_path)
+    await store.open()
+    await store.write(4, 10, io.BytesIO(b"DICM"))
+    await store.write(4, 300, io.BytesIO(b"DICM"))
+    await store.close()
+    assert object_names(fake_gcs_url, gcs_bucket) == [
+        "some/prefix/4/10.dcm",
+        "some/prefix/4/300.dcm",
+    ]
+
+
+async def test_gcs_store_opened_again_sees_its_blobs_and_drops_old_copies(
+    fake_gcs_url: str, gcs_bucket: str, tmp_path: Path
+) -> None:
+    first = gcs_store(fake_gcs_url, gcs_bucket, tmp_path)
+    await first.open()
+    await first.write(4, 10, io.BytesIO(b"DICM"))
+    async with first.local_file(4, 10) as copy:
+        assert copy.is_relative_to(tmp_path / "spool")
+    # A crash: no close, the copy stays behind.
+    again = gcs_store(fake_gcs_url, gcs_bucket, tmp_path)
+    await again.open()
+    assert not copy.exists()
+    assert await again.instance_keys(4) == {10}
+    await again.close()
+    await first.close()
+
+
+async def test_gcs_open_of_a_missing_bucket_is_not_found(fake_gcs_url: str, tmp_path: Path) -> None:
+    store = gcs_store(fake_gcs_url, "no-such-bucket", tmp_path)
+    with pytest.raises(NotFound, match="bucket gs://no-such-bucket not found"):
+        await store.open()
+    await store.close()
+
+
+async def test_gcs_open_of_an_unreachable_endpoint_is_unavailable(tmp_path: Path) -> None:
+    store = gcs_store("http://127.0.0.1:9", "some-bucket", tmp_path)
+    with pytest.raises(Unavailable, match="unreachable"):
+        await store.open()
+    await store.close()
+
+
+async def test_gcs_copies_beyond_the_limit_go_once_released(
+    fake_gcs_url: str, gcs_bucket: str, tmp_path: Path
+) -> None:
+    store = gcs_store(fake_gcs_url, gcs_bucket, tmp_path, spool_limit=10)
+    await store.open()
+    for key in (1, 2, 3):
+        await store.write(4, key, io.BytesIO(b"x" * 6))
+    async with store.local_file(4, 1) as first, store.local_file(4, 2) as second:
+        assert first.exists()  # 12 bytes, over the limit, but both held
+    assert not first.exists()  # 12 bytes of copies not in use: the older goes
+    assert second.exists()
+    async with store.local_file(4, 3) as third, store.local_file(4, 3) as again:
+        assert again == third  # one copy for both
+    assert not second.exists()
+    assert third.exists()
+    await store.delete(4, 3)
+    assert not third.exists()
+    await store.close()

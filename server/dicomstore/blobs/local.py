@@ -5,6 +5,9 @@ renamed into place and its folder fsynced, so a blob is either absent or complet
 `xx` (the key modulo 256, in hex) keeps folders small. A write that finds its folder missing (new,
 or removed with its store) creates it and fsyncs the folders holding it, then writes again.
 
+Reads: `read` streams 1 MiB chunks, `read_range` is one `pread`, `open_file` the file itself,
+and `local_file` the blob's own path (no copy: the pixel workers open it where it lies).
+
 OS errors become domain errors here (`storage_fault`): a full disk is RESOURCE_EXHAUSTED, a
 read-only or unreadable folder or an I/O error INTERNAL, a missing blob NOT_FOUND. A write that
 fails leaves no partial file behind.
@@ -67,6 +70,22 @@ def _copy(source: BinaryIO, fd: int) -> int:
     while chunk := source.read(_CHUNK):
         size += _write_all(fd, chunk)
     return size
+
+
+@contextlib.contextmanager
+def _reading(store_key: int, instance_key: int) -> Iterator[None]:
+    """A missing blob as NotFound, other OS errors of a read as domain errors."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise NotFound(f"blob {store_key}/{instance_key} not found") from None
+    except OSError as exc:
+        raise storage_fault(exc, "reading a blob") from exc
+
+
+def _pread(path: Path, start: int, size: int) -> bytes:
+    with path.open("rb") as file:
+        return os.pread(file.fileno(), size, start)
 
 
 class LocalBlobStore:
@@ -152,8 +171,28 @@ class LocalBlobStore:
                     break
                 yield chunk
 
+    async def read_range(self, store_key: int, instance_key: int, start: int, size: int) -> bytes:
+        """`size` bytes from `start`, in one `pread`; fewer at the blob's end."""
+        path = self._path(store_key, instance_key)
+        with _reading(store_key, instance_key):
+            return await asyncio.to_thread(_pread, path, start, size)
+
+    async def open_file(self, store_key: int, instance_key: int) -> BinaryIO:
+        """The blob file itself, open for reading."""
+        path = self._path(store_key, instance_key)
+        with _reading(store_key, instance_key):
+            return await asyncio.to_thread(path.open, "rb")
+
+    @contextlib.asynccontextmanager
+    async def local_file(self, store_key: int, instance_key: int) -> AsyncIterator[Path]:
+        """The blob's own path: no copy. NotFound if there is no such blob."""
+        path = self._path(store_key, instance_key)
+        if not await asyncio.to_thread(path.exists):
+            raise NotFound(f"blob {store_key}/{instance_key} not found")
+        yield path
+
     def local_path(self, store_key: int, instance_key: int) -> Path:
-        """Where the blob lives, for readers that need a file (pydicom)."""
+        """Where the blob lives (whether or not it exists)."""
         return self._path(store_key, instance_key)
 
     async def delete(self, store_key: int, instance_key: int) -> None:
@@ -194,6 +233,9 @@ class LocalBlobStore:
             return await asyncio.to_thread(self._keys)
         except OSError as exc:
             raise storage_fault(exc, "listing blobs") from exc
+
+    async def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
 
     def _keys(self) -> set[int]:
         keys = set()

@@ -36,7 +36,6 @@ from dicomstore.core.errors import (
     FailedPrecondition,
     storage_fault,
 )
-from dicomstore.core.names import DicomStoreName
 
 _NOW_MICROS = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
@@ -86,10 +85,9 @@ class SqliteCatalog(SqliteStores, SqliteInstances, SqliteOperations, SqliteSearc
         self._writer: SqliteWriter | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
-        self._last_instance_key = 0
-        # Keys of stores looked up, forgotten when their store or dataset is deleted.
-        self._store_keys: dict[DicomStoreName, int] = {}
-        self._store_deletions = 0
+        # Instance keys taken from the catalog and not handed out yet: [next, end).
+        self._instance_keys = (0, 0)
+        self._instance_key_lock = asyncio.Lock()
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -123,14 +121,6 @@ class SqliteCatalog(SqliteStores, SqliteInstances, SqliteOperations, SqliteSearc
         db = _connect(self._path, self._busy_timeout, check_same_thread=False)
         try:
             self._migrate(db)
-            self._last_instance_key = int(
-                scalar(
-                    db,
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence"
-                    " WHERE name = 'instances'), 0), COALESCE((SELECT MAX(id) FROM instances), 0))",
-                    (),
-                )
-            )
         except BaseException:
             db.close()
             raise

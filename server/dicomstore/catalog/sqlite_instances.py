@@ -1,33 +1,48 @@
 """Instances in the SQLite catalog (a part of `sqlite.SqliteCatalog`).
 
 Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so that
-its blob can be written first: from a counter that starts above every key ever used
-(`sqlite_sequence` of the AUTOINCREMENT key), so keys are never reused. A row is added
-invisible (state 0) or visible (1); rows still invisible at start-up are a crash's leftovers
-(`recover_instances`).
+its blob can be written first. They come from the catalog, `KEY_BLOCK` at a time: a transaction
+moves the AUTOINCREMENT counter of `instances` (`sqlite_sequence`) past the block, so keys are
+never reused and the processes sharing the catalog (`--workers`) never hand out the same one.
+A row is added invisible (state 0) or visible (1); rows still invisible at start-up are a
+crash's leftovers (`recover_instances`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
+from dicomstore.catalog import shared
 from dicomstore.catalog.sqlite_statements import SqliteParts, find_store_key, scalar
 from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
 from dicomstore.core.model import InstanceKey, NewInstance, NewInstanceRow, StoredInstance
 from dicomstore.core.names import DicomStoreName
 
+#: Instance keys a process takes from the catalog at once (one write transaction per block).
+#: Within a process keys grow in the order instances arrive; across processes, by block.
+KEY_BLOCK: Final = 32
+
 
 class SqliteInstances(SqliteParts):
-    _last_instance_key: int
+    _instance_keys: tuple[int, int]
+    _instance_key_lock: asyncio.Lock
     _index_rows: Callable[[int, NewInstance], Callable[[sqlite3.Connection], None]]
 
     async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
         store_key = await self.dicom_store_key(store)
-        self._last_instance_key += 1
-        return InstanceKey(store_key, self._last_instance_key)
+        # One refill at a time, the others waiting in line (asyncio's lock is first come, first
+        # served): keys follow the order the reservations arrived in, and no block is wasted.
+        async with self._instance_key_lock:
+            next_key, end = self._instance_keys
+            if next_key >= end:
+                next_key = await self._write(_take_key_block)
+                end = next_key + KEY_BLOCK
+            self._instance_keys = (next_key + 1, end)
+        return InstanceKey(store_key, next_key)
 
     async def add_instance(
         self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
@@ -96,9 +111,7 @@ class SqliteInstances(SqliteParts):
             )
             try:
                 db.execute(
-                    "INSERT INTO instances (id, series_key, store_key, sop_uid, sop_class_uid,"
-                    " transfer_syntax_uid, number_of_frames, metadata, structured_size,"
-                    " blob_size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    shared.INSERT_INSTANCE,
                     (
                         key.instance_key,
                         series_key,
@@ -143,11 +156,11 @@ class SqliteInstances(SqliteParts):
     ) -> Sequence[StoredInstance]:
         store_key = await self.dicom_store_key(store)
         rows = await self._all(
-            _INSTANCE_SELECT + " WHERE i.store_key = ? AND i.state = 1 AND i.id > ?"
+            shared.INSTANCE_SELECT + " WHERE i.store_key = ? AND i.state = 1 AND i.id > ?"
             " ORDER BY i.id LIMIT ?",
             (store_key, after, limit),
         )
-        return [_stored_instance(store_key, r) for r in rows]
+        return [shared.stored_instance(store_key, r) for r in rows]
 
     async def instances_by_key(self, keys: Sequence[InstanceKey]) -> Sequence[StoredInstance]:
         found: dict[InstanceKey, StoredInstance] = {}
@@ -155,11 +168,11 @@ class SqliteInstances(SqliteParts):
             batch = keys[start : start + 500]
             marks = ", ".join("?" * len(batch))
             rows = await self._all(
-                _INSTANCE_SELECT + f" WHERE i.state = 1 AND i.id IN ({marks})",
+                shared.INSTANCE_SELECT + f" WHERE i.state = 1 AND i.id IN ({marks})",
                 [k.instance_key for k in batch],
             )
             for row in rows:
-                instance = _stored_instance(int(row["store_key"]), row)
+                instance = shared.stored_instance(int(row["store_key"]), row)
                 found[instance.key] = instance
         return [found[k] for k in keys if k in found]
 
@@ -171,7 +184,9 @@ class SqliteInstances(SqliteParts):
         sop_uid: str | None = None,
     ) -> Sequence[StoredInstance]:
         store_key = await self.dicom_store_key(store)
-        sql = _INSTANCE_SELECT + " WHERE st.store_key = ? AND st.study_uid = ? AND i.state = 1"
+        sql = (
+            shared.INSTANCE_SELECT + " WHERE st.store_key = ? AND st.study_uid = ? AND i.state = 1"
+        )
         params: list[Any] = [store_key, study_uid]
         if series_uid is not None:
             sql += " AND se.series_uid = ?"
@@ -180,7 +195,7 @@ class SqliteInstances(SqliteParts):
             sql += " AND i.sop_uid = ?"
             params.append(sop_uid)
         rows = await self._all(sql + " ORDER BY se.series_uid, i.sop_uid", params)
-        return [_stored_instance(store_key, r) for r in rows]
+        return [shared.stored_instance(store_key, r) for r in rows]
 
     async def instance_metadata(self, keys: Sequence[InstanceKey]) -> Sequence[dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
@@ -200,17 +215,10 @@ class SqliteInstances(SqliteParts):
         def tx(db: sqlite3.Connection) -> None:
             store_key = find_store_key(db, store)
             if series_uid is None:
-                cursor = db.execute(
-                    "UPDATE studies SET deleting = 1 WHERE store_key = ? AND study_uid = ?",
-                    (store_key, study_uid),
-                )
+                cursor = db.execute(shared.mark_deleting(False), (store_key, study_uid))
                 what = f"study {study_uid}"
             else:
-                cursor = db.execute(
-                    "UPDATE series SET deleting = 1 WHERE series_uid = ? AND study_key ="
-                    " (SELECT id FROM studies WHERE store_key = ? AND study_uid = ?)",
-                    (series_uid, store_key, study_uid),
-                )
+                cursor = db.execute(shared.mark_deleting(True), (series_uid, store_key, study_uid))
                 what = f"series {series_uid} of study {study_uid}"
             if cursor.rowcount == 0:
                 raise NotFound(f"{what} not found in {store}", resource=what)
@@ -219,26 +227,6 @@ class SqliteInstances(SqliteParts):
 
     async def delete_instance(self, key: InstanceKey) -> None:
         await self._write(lambda db: _forget(db, key.instance_key))
-
-
-_INSTANCE_SELECT = (
-    "SELECT i.id, i.store_key, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid,"
-    " i.number_of_frames, i.blob_size, se.series_uid, st.study_uid FROM instances i"
-    " JOIN series se ON se.id = i.series_key JOIN studies st ON st.id = se.study_key"
-)
-
-
-def _stored_instance(store_key: int, row: sqlite3.Row) -> StoredInstance:
-    return StoredInstance(
-        key=InstanceKey(store_key, int(row["id"])),
-        study_uid=row["study_uid"],
-        series_uid=row["series_uid"],
-        sop_uid=row["sop_uid"],
-        sop_class_uid=row["sop_class_uid"],
-        transfer_syntax_uid=row["transfer_syntax_uid"],
-        number_of_frames=int(row["number_of_frames"]),
-        blob_size=int(row["blob_size"]),
-    )
 
 
 def _claim(
@@ -268,6 +256,22 @@ def _claim(
     return int(row[0])
 
 
+def _take_key_block(db: sqlite3.Connection) -> int:
+    """Move the instances' AUTOINCREMENT counter past `KEY_BLOCK` keys; the first of them."""
+    last = scalar(db, "SELECT seq FROM sqlite_sequence WHERE name = 'instances'", ())
+    if last is None:
+        last = scalar(db, "SELECT coalesce(max(id), 0) FROM instances", ())
+        db.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('instances', ?)",
+            (last + KEY_BLOCK,),
+        )
+    else:
+        db.execute(
+            "UPDATE sqlite_sequence SET seq = ? WHERE name = 'instances'", (last + KEY_BLOCK,)
+        )
+    return int(last) + 1
+
+
 def _require_store(db: sqlite3.Connection, store_key: int) -> None:
     if scalar(db, "SELECT 1 FROM dicom_stores WHERE id = ?", (store_key,)) is None:
         raise NotFound("the DICOM store was deleted", resource=str(store_key))
@@ -279,21 +283,9 @@ def _make_visible(db: sqlite3.Connection, keys: Sequence[InstanceKey]) -> None:
 
 def _forget(db: sqlite3.Connection, instance_key: int) -> None:
     """Delete an instance row, then its series and study if they are left empty."""
-    row = db.execute(
-        "SELECT series_key, se.study_key FROM instances i JOIN series se"
-        " ON se.id = i.series_key WHERE i.id = ?",
-        (instance_key,),
-    ).fetchone()
+    row = db.execute(shared.FORGET_KEYS, (instance_key,)).fetchone()
     if row is None:
         return
-    db.execute("DELETE FROM instances WHERE id = ?", (instance_key,))
-    db.execute(
-        "DELETE FROM series WHERE id = ? AND NOT EXISTS"
-        " (SELECT 1 FROM instances WHERE series_key = ?)",
-        (row["series_key"], row["series_key"]),
-    )
-    db.execute(
-        "DELETE FROM studies WHERE id = ? AND NOT EXISTS"
-        " (SELECT 1 FROM series WHERE study_key = ?)",
-        (row["study_key"], row["study_key"]),
-    )
+    db.execute(shared.FORGET_INSTANCE, (instance_key,))
+    db.execute(shared.FORGET_SERIES, (row["series_key"], row["series_key"]))
+    db.execute(shared.FORGET_STUDY, (row["study_key"], row["study_key"]))

@@ -8,15 +8,17 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dicomstore.catalog import records
-from dicomstore.catalog.sqlite_statements import SqliteParts, find_dataset_key
-from dicomstore.core.errors import AlreadyExists, Code, NotFound
+from dicomstore.catalog import records, shared
+from dicomstore.catalog.sqlite_statements import NOW_MICROS, SqliteParts, find_dataset_key
+from dicomstore.core.errors import AlreadyExists, Code
 from dicomstore.core.model import Operation, OperationLogEntry
-from dicomstore.core.names import DatasetName, LocationName, OperationName
+from dicomstore.core.names import DatasetName, OperationName
 
 
 class SqliteOperations(SqliteParts):
-    async def create_operation(self, operation: Operation) -> None:
+    async def create_operation(
+        self, operation: Operation, *, owner: str = "", lease_seconds: float = 0
+    ) -> None:
         columns = records.operation_columns(operation) | {
             "operation_id": operation.name.operation_id,
             "api_method_name": operation.api_method_name,
@@ -24,13 +26,18 @@ class SqliteOperations(SqliteParts):
             "job_kind": operation.job.kind,
             "job_args": json.dumps(dict(operation.job.args), sort_keys=True),
         }
+        if owner:
+            columns["lease_owner"] = owner
 
         def tx(db: sqlite3.Connection) -> None:
             values = columns | {"dataset_key": find_dataset_key(db, operation.name.dataset)}
+            marks = ["?"] * len(values)
+            if owner:  # the lease's expiry, on the catalog's clock
+                values["lease_expiry"] = _micros(lease_seconds)
+                marks.append(f"{NOW_MICROS} + ?")
             try:
                 db.execute(
-                    f"INSERT INTO operations ({', '.join(values)})"
-                    f" VALUES ({', '.join('?' for _ in values)})",
+                    f"INSERT INTO operations ({', '.join(values)}) VALUES ({', '.join(marks)})",
                     list(values.values()),
                 )
             except sqlite3.IntegrityError:
@@ -41,23 +48,25 @@ class SqliteOperations(SqliteParts):
         await self._write(tx)
 
     async def get_operation(self, name: OperationName) -> Operation:
-        row = await self._one(_OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name))
+        row = await self._one(
+            shared.OPERATION_SELECT + shared.OPERATION_BY_NAME, shared.operation_params(name)
+        )
         if row is None:
-            raise _operation_not_found(name)
-        return _operation(row)
+            raise shared.operation_not_found(name)
+        return shared.operation(row)
 
     async def list_operations(
         self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
     ) -> Sequence[Operation]:
         state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
         rows = await self._all(
-            _OPERATION_SELECT
+            shared.OPERATION_SELECT
             + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
             + state[done]
             + " ORDER BY o.operation_id LIMIT ?",
             (str(dataset.location), dataset.dataset_id, after, limit),
         )
-        return [_operation(r) for r in rows]
+        return [shared.operation(r) for r in rows]
 
     async def update_operation(self, operation: Operation) -> None:
         columns = records.operation_columns(operation)
@@ -82,13 +91,61 @@ class SqliteOperations(SqliteParts):
                 "UPDATE operations SET cancel_requested = 1 WHERE id = ? AND end_time IS NULL",
                 (row["id"],),
             )
-            return _operation(_operation_row(db, name))
+            return shared.operation(_operation_row(db, name))
 
         return await self._write(tx)
 
     async def unfinished_operations(self) -> Sequence[Operation]:
         rows = await self._all(
-            _OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
+            shared.OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
+        )
+        return [shared.operation(r) for r in rows]
+
+    async def claim_operation(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                f"UPDATE operations SET lease_owner = ?, lease_expiry = {NOW_MICROS} + ?"
+                " WHERE end_time IS NULL AND (lease_owner IS NULL OR lease_owner = ?"
+                f" OR lease_expiry <= {NOW_MICROS}) AND id ="
+                " (SELECT o.id FROM operations o JOIN datasets d ON d.id = o.dataset_key"
+                + _OPERATION_BY_NAME
+                + ")",
+                (owner, _micros(lease_seconds), owner, *_operation_params(name)),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(tx)
+
+    async def renew_lease(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                f"UPDATE operations SET lease_expiry = {NOW_MICROS} + ?"
+                " WHERE end_time IS NULL AND lease_owner = ? AND id ="
+                " (SELECT o.id FROM operations o JOIN datasets d ON d.id = o.dataset_key"
+                + _OPERATION_BY_NAME
+                + ")",
+                (_micros(lease_seconds), owner, *_operation_params(name)),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(tx)
+
+    async def release_leases(self, owner: str | None = None) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE operations SET lease_owner = NULL, lease_expiry = NULL"
+                " WHERE end_time IS NULL AND lease_owner IS NOT NULL"
+                + ("" if owner is None else " AND lease_owner = ?"),
+                () if owner is None else (owner,),
+            )
+
+        await self._write(tx)
+
+    async def unclaimed_operations(self) -> Sequence[Operation]:
+        rows = await self._all(
+            _OPERATION_SELECT + " WHERE o.end_time IS NULL AND (o.lease_owner IS NULL"
+            f" OR o.lease_expiry <= {NOW_MICROS}) ORDER BY o.create_time",
+            (),
         )
         return [_operation(r) for r in rows]
 
@@ -120,9 +177,9 @@ class SqliteOperations(SqliteParts):
         rows = await self._all(
             "SELECT l.* FROM operation_log l JOIN operations o ON o.id = l.operation_key"
             " JOIN datasets d ON d.id = o.dataset_key"
-            + _OPERATION_BY_NAME
+            + shared.OPERATION_BY_NAME
             + " AND l.seq > ? ORDER BY l.seq LIMIT ?",
-            (*_operation_params(name), after, limit),
+            (*shared.operation_params(name), after, limit),
         )
         return [
             OperationLogEntry(
@@ -143,30 +200,22 @@ class SqliteOperations(SqliteParts):
         await self._write(tx)
 
 
-_OPERATION_SELECT = (
-    "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d ON d.id = o.dataset_key"
-)
-_OPERATION_BY_NAME = " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id = ?"
-
-
-def _operation_params(name: OperationName) -> tuple[str, str, str]:
-    return (str(name.dataset.location), name.dataset.dataset_id, name.operation_id)
-
-
-def _operation_not_found(name: OperationName) -> NotFound:
-    return NotFound(f"operation {name} not found", resource=str(name))
+# The SQL and row building the PostgreSQL catalog runs too (`shared`), under this module's names.
+_OPERATION_SELECT = shared.OPERATION_SELECT
+_OPERATION_BY_NAME = shared.OPERATION_BY_NAME
+_operation_params = shared.operation_params
+_operation = shared.operation
 
 
 def _operation_row(db: sqlite3.Connection, name: OperationName) -> sqlite3.Row:
     row: sqlite3.Row | None = db.execute(
-        _OPERATION_SELECT + _OPERATION_BY_NAME, _operation_params(name)
+        shared.OPERATION_SELECT + shared.OPERATION_BY_NAME, shared.operation_params(name)
     ).fetchone()
     if row is None:
-        raise _operation_not_found(name)
+        raise shared.operation_not_found(name)
     return row
 
 
-def _operation(row: sqlite3.Row) -> Operation:
-    location = LocationName.parse(row["location"])
-    name = OperationName(DatasetName(location, row["dataset_id"]), row["operation_id"])
-    return records.operation(name, row)
+def _micros(seconds: float) -> int:
+    """A lease's length as the catalog counts time (microseconds)."""
+    return round(seconds * 1_000_000)

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+from dicomstore.catalog import shared
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
@@ -241,7 +242,7 @@ class SqliteSearch:
             [*picked, *args, *params, *_page(query)],
         )
         # Parsing a page of DICOM JSON (up to 50,000 instances) stays off the event loop.
-        return await asyncio.to_thread(_instance_matches, rows)
+        return await asyncio.to_thread(shared.instance_matches, rows)
 
 
 # Search helpers: SQL text from `dicomstore.dicom.qido` conditions. A condition's rows live in
@@ -339,19 +340,6 @@ def _page(query: Query) -> list[int]:
 
 def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
-
-
-def _instance_matches(rows: Sequence[sqlite3.Row]) -> list[Match]:
-    return [
-        Match(
-            study_uid=r["study_uid"],
-            series_uid=r["series_uid"],
-            sop_uid=r["sop_uid"],
-            # json_object gives null for an attribute the instance does not have.
-            metadata={t: e for t, e in json.loads(r["metadata"]).items() if e is not None},
-        )
-        for r in rows
-    ]
 
 
 #: Rows per INSERT statement; each takes three parameters (SQLite allows 32,766 since 3.32).

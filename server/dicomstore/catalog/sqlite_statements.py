@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from dicomstore.catalog import sqlite_errors
+from dicomstore.catalog import shared, sqlite_errors
 from dicomstore.core.errors import DicomStoreError, NotFound
 from dicomstore.core.names import DatasetName, DicomStoreName
 
@@ -52,7 +52,7 @@ def scalar(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
 def find_dataset_key(db: sqlite3.Connection, name: DatasetName) -> int:
     key = scalar(
         db,
-        "SELECT id FROM datasets WHERE location = ? AND dataset_id = ?",
+        shared.DATASET_KEY,
         (str(name.location), name.dataset_id),
     )
     if key is None:
@@ -63,8 +63,7 @@ def find_dataset_key(db: sqlite3.Connection, name: DatasetName) -> int:
 def find_store_key(db: sqlite3.Connection, name: DicomStoreName) -> int:
     key = scalar(
         db,
-        "SELECT s.id FROM dicom_stores s JOIN datasets d ON d.id = s.dataset_key"
-        " WHERE d.location = ? AND d.dataset_id = ? AND s.store_id = ?",
+        shared.STORE_KEY,
         (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
     )
     if key is None:

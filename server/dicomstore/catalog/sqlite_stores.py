@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dicomstore.catalog import records
+from dicomstore.catalog.shared import STORE_METRICS, STORE_SELECT
 from dicomstore.catalog.sqlite_statements import (
     NOW_MICROS,
     SqliteParts,
@@ -18,9 +19,8 @@ from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
 
 
 class SqliteStores(SqliteParts):
-    # Keys of stores looked up, forgotten when their store or dataset is deleted.
-    _store_keys: dict[DicomStoreName, int]
-    _store_deletions: int
+    # No store is remembered between calls: another process may delete or re-create it (a
+    # re-created store has a new key), and every process must see that at once.
 
     async def create_dataset(self, dataset: Dataset) -> None:
         def tx(db: sqlite3.Connection) -> None:
@@ -71,10 +71,7 @@ class SqliteStores(SqliteParts):
             db.execute("DELETE FROM datasets WHERE id = ?", (key,))
             return store_keys
 
-        try:
-            return await self._write(tx)
-        finally:
-            self._forget_store_keys(lambda store: store.dataset == name)
+        return await self._write(tx)
 
     async def create_dicom_store(self, store: DicomStore) -> None:
         config = records.store_config_json(store.config)
@@ -94,14 +91,9 @@ class SqliteStores(SqliteParts):
 
         await self._write(tx)
 
-    _STORE_SELECT = (
-        "SELECT s.id, s.store_id, s.config FROM dicom_stores s"
-        " JOIN datasets d ON d.id = s.dataset_key WHERE d.location = ? AND d.dataset_id = ?"
-    )
-
     async def _store_row(self, name: DicomStoreName) -> sqlite3.Row:
         row = await self._one(
-            self._STORE_SELECT + " AND s.store_id = ?",
+            STORE_SELECT + " AND s.store_id = ?",
             (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
         )
         if row is None:
@@ -113,24 +105,20 @@ class SqliteStores(SqliteParts):
         return records.dicom_store(name, row["config"])
 
     async def dicom_store_key(self, name: DicomStoreName) -> int:
-        key = self._store_keys.get(name)
-        if key is None:
-            deletions = self._store_deletions
-            key = int((await self._store_row(name))["id"])
-            if deletions == self._store_deletions:  # else the store may be gone already
-                self._store_keys[name] = key
-        return key
-
-    def _forget_store_keys(self, deleted: Callable[[DicomStoreName], bool]) -> None:
-        self._store_deletions += 1
-        for name in [name for name in self._store_keys if deleted(name)]:
-            del self._store_keys[name]
+        row = await self._one(
+            "SELECT s.id FROM dicom_stores s JOIN datasets d ON d.id = s.dataset_key"
+            " WHERE d.location = ? AND d.dataset_id = ? AND s.store_id = ?",
+            (str(name.dataset.location), name.dataset.dataset_id, name.store_id),
+        )
+        if row is None:
+            raise NotFound(f"DICOM store {name} not found", resource=str(name))
+        return int(row[0])
 
     async def list_dicom_stores(
         self, dataset: DatasetName, *, after: str, limit: int
     ) -> Sequence[DicomStore]:
         rows = await self._all(
-            self._STORE_SELECT + " AND s.store_id > ? ORDER BY s.store_id LIMIT ?",
+            STORE_SELECT + " AND s.store_id > ? ORDER BY s.store_id LIMIT ?",
             (str(dataset.location), dataset.dataset_id, after, limit),
         )
         return [
@@ -152,25 +140,14 @@ class SqliteStores(SqliteParts):
             db.execute("DELETE FROM dicom_stores WHERE id = ?", (key,))
             return key
 
-        try:
-            return await self._write(tx)
-        finally:
-            self._forget_store_keys(lambda store: store == name)
+        return await self._write(tx)
 
     async def dicom_store_keys(self) -> set[int]:
         return {int(r[0]) for r in await self._all("SELECT id FROM dicom_stores", ())}
 
     async def dicom_store_metrics(self, name: DicomStoreName) -> DicomStoreMetrics:
         key = int((await self._store_row(name))["id"])
-        row = await self._one(
-            "SELECT COUNT(DISTINCT se.study_key) AS studies,"
-            " COUNT(DISTINCT i.series_key) AS series, COUNT(*) AS instances,"
-            " COALESCE(SUM(i.structured_size), 0) AS structured,"
-            " COALESCE(SUM(i.blob_size), 0) AS blob"
-            " FROM instances i JOIN series se ON se.id = i.series_key"
-            " WHERE i.store_key = ? AND i.state = 1",
-            (key,),
-        )
+        row = await self._one(STORE_METRICS, (key,))
         assert row is not None
         return DicomStoreMetrics(
             name=name,
