@@ -51,6 +51,7 @@ import itertools
 import json
 import math
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -410,6 +411,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-orthanc", action="store_true", help="measure dicomstore alone")
     p.add_argument(
+        "--server-flags",
+        type=shlex.split,
+        default=[],
+        help="flags added to `dicomstore serve`, e.g. '--workers 2'",
+    )
+    p.add_argument(
         "--orthanc-bin", help="Orthanc executable (default: Orthanc on PATH or /usr/sbin)"
     )
     p.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (default: the Debian path)")
@@ -446,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dicomweb-bench-")))
-            targets = [stack.enter_context(dicomstore_server(tmp))]
+            targets = [stack.enter_context(dicomstore_server(tmp, args.server_flags))]
             if isinstance(orthanc, tuple):
                 targets.append(stack.enter_context(orthanc_server(tmp, *orthanc)))
             else:

@@ -91,12 +91,13 @@ def server_process(command: list[str], log: Path, what: str) -> Iterator[subproc
 
 
 @contextlib.contextmanager
-def dicomstore_server(tmp: Path) -> Iterator[Target]:
-    """`dicomstore serve` on its own data dir, with dataset `bench` and store `bench`."""
+def dicomstore_server(tmp: Path, extra: Sequence[str] = ()) -> Iterator[Target]:
+    """`dicomstore serve` on its own data dir, with dataset `bench` and store `bench`; `extra`
+    flags are added to its command line (`--workers 2`)."""
     port, log = free_port(), tmp / "dicomstore.log"
     command = [sys.executable, "-m", "dicomstore.cli", "serve", "--grpc-port", "0"]
     command += ["--http-port", str(port), "--data-dir", str(tmp / "dicomstore")]
-    command += ["--log-level", "warning"]
+    command += ["--log-level", "warning", *extra]
     with server_process(command, log, "dicomstore") as proc:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/healthz", proc, log, "dicomstore")

@@ -28,12 +28,13 @@ from dicomstore.api.rest.forwarded import ForwardedOrigin
 from dicomstore.api.services.datasets import DatasetServiceHandlers
 from dicomstore.api.services.dicom import DicomServiceHandlers
 from dicomstore.api.services.operations import OperationsHandlers
-from dicomstore.blobs.local import LocalBlobStore
-from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.blobs.choice import blob_store
+from dicomstore.catalog.choice import catalog_for
 from dicomstore.config import Settings
 from dicomstore.core.datasets import Datasets
 from dicomstore.core.exports import Exports
 from dicomstore.core.imports import Imports
+from dicomstore.core.instance_pixels import InstancePixels
 from dicomstore.core.instances import Instances
 from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
@@ -63,16 +64,15 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _bind(settings: Settings) -> socket.socket:
+def _bind(settings: Settings, *, worker: bool = False) -> socket.socket:
     """Check what start-up needs before anything is created: a usable data directory, both
     ports free. The HTTP socket, bound; FailedPrecondition naming the path or address
-    otherwise."""
-    startup.check_data_dir(
-        settings.data_dir,
-        files=[settings.catalog_path, *(Path(f"{settings.catalog_path}{s}") for s in _SIDECARS)],
-        folders=[settings.blob_dir],
-    )
-    sock = startup.bind(settings.host, settings.http_port, "HTTP")
+    otherwise. A `worker` shares its ports with the other workers, which its supervisor
+    checked and reserved."""
+    check_data_dir(settings)
+    sock = startup.bind(settings.host, settings.http_port, "HTTP", reuse_port=worker)
+    if worker:
+        return sock
     try:
         startup.check_port(settings.host, settings.grpc_port, "gRPC")
     except BaseException:
@@ -84,13 +84,30 @@ def _bind(settings: Settings) -> socket.socket:
 _SIDECARS = ("-wal", "-shm")  # SQLite's files beside the catalog in WAL mode
 
 
-class App:
-    """One dicomstore server: build with Settings, `start()`, then `stop()`."""
+def check_data_dir(settings: Settings) -> None:
+    """The data directory, the catalog's files and the blob folder are usable (see startup)."""
+    startup.check_data_dir(
+        settings.data_dir,
+        files=[settings.catalog_path, *(Path(f"{settings.catalog_path}{s}") for s in _SIDECARS)],
+        folders=[settings.blob_dir],
+    )
 
-    def __init__(self, settings: Settings) -> None:
+
+class App:
+    """One dicomstore server: build with Settings, `start()`, then `stop()`.
+
+    A `worker` is one of the processes of `--workers` (`dicomstore.supervisor`): it shares its
+    ports and data directory with the others, and leaves start-up recovery to its supervisor,
+    which ran it before any worker started (it would remove what another worker is storing).
+    """
+
+    def __init__(self, settings: Settings, *, worker: bool = False) -> None:
         self.settings = settings
-        self.catalog = SqliteCatalog(settings.catalog_path)
-        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.worker = worker
+        self.catalog = catalog_for(settings.catalog, settings.catalog_path)
+        self.blobs = blob_store(
+            settings.blobs, settings.data_dir, settings.gcs_endpoint, os.environ
+        )
         self.pixels = PixelWorkers(settings.pixel_processes, settings.pixel_memory_limit)
         self._serving = False
         self._http: _HttpServer | None = None
@@ -115,11 +132,12 @@ class App:
 
     async def _start(self) -> None:
         settings = self.settings
-        self._sock = sock = _bind(settings)
+        self._sock = sock = _bind(settings, worker=self.worker)
         credentials = self._credentials()  # unreadable certificate files: before any creation
         await self.catalog.open()
-        await self.blobs.open()
-        await recover(self.catalog, self.blobs)
+        if not self.worker:
+            await self.blobs.open()
+            await recover(self.catalog, self.blobs)
         tokens = PageTokens(await self.catalog.setting("page_token_key", os.urandom(32)))
         self.http_port = sock.getsockname()[1]
         operations = Operations(
@@ -163,12 +181,15 @@ class App:
                 OperationsHandlers(operations),
             ),
         ]
-        access_log = AccessLog.for_settings(settings.log_level, settings.log_format)
+        access_log = AccessLog.for_settings(
+            settings.log_level, settings.log_format, pid=self.worker
+        )
         self.grpc = GrpcServer(
             services,
             address=startup.address(settings.host, settings.grpc_port),
             access_log=access_log,
             credentials=credentials,
+            reuse_port=self.worker,
         )
         self.grpc_port = self.grpc.port
         dicomweb = DicomWebContext(
@@ -177,7 +198,7 @@ class App:
             stores=stores,
             policy=POLICIES[settings.dicomweb_mode],
             max_instance_bytes=settings.max_instance_bytes,
-            pixels=self.pixels,
+            pixels=InstancePixels(self.blobs, self.pixels),
             public_url=settings.public_url,
         )
         self.http_app = create_app(
@@ -185,6 +206,7 @@ class App:
             services,
             access_log,
             extra_routes=[*dicomweb_routes(dicomweb), *operation_logs.routes(operations)],
+            cors_origins=settings.cors_origins,
         )
         config = uvicorn.Config(
             ForwardedOrigin(self.http_app, settings.forwarded_allow_ips),
@@ -206,7 +228,8 @@ class App:
             await asyncio.sleep(0.01)
         self._serving = True
         log.info(
-            "serving",
+            # A worker's supervisor logs "serving" once every worker is ready.
+            "worker serving" if self.worker else "serving",
             extra={
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
@@ -245,6 +268,7 @@ class App:
         await self.pixels.close()
         if self.storage is not None:
             await self.storage.close()
+        await self.blobs.close()
         await self.catalog.close()
 
 
@@ -255,14 +279,32 @@ def _own_url(host: str, port: int) -> str:
     return f"http://{startup.address(host, port)}"
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
-    app = App(settings)
+async def serve(settings: Settings, *, worker_pipe: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return.
+
+    With `worker_pipe`, this process is a worker of `--workers`: it writes `ready` to that pipe
+    once it serves, and stops as on SIGTERM if its supervisor goes away."""
+    app = App(settings, worker=worker_pipe is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    orphaned: asyncio.Task[None] | None = None
+    if worker_pipe is not None:
+        os.write(worker_pipe, b"ready\n")
+        orphaned = loop.create_task(_watch_supervisor(os.getppid(), stop))
     await stop.wait()
+    if orphaned is not None:
+        orphaned.cancel()
     log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})
     await app.stop()
+
+
+async def _watch_supervisor(supervisor: int, stop: asyncio.Event) -> None:
+    """Stop when the supervisor has died (this process was given to another parent): nobody
+    would stop it otherwise."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 (no event tells of a parent's death)
+        await asyncio.sleep(1.0)
+    log.error("the supervisor is gone; stopping")
+    stop.set()

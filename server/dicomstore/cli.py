@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -41,21 +42,30 @@ def parser() -> argparse.ArgumentParser:
         description="Serve gRPC and HTTP until SIGTERM. Every flag has a DICOMSTORE_* env twin.",
     )
     config.add_arguments(serve_parser)
+    # Given by the supervisor of --workers to its workers (dicomstore.supervisor).
+    serve_parser.add_argument("--worker-pipe", type=int, default=None, help=argparse.SUPPRESS)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = config.load(args)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, pid=settings.workers > 1)
     # A native crash (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL) writes every thread's Python
     # stack to stderr before the process dies; SIGUSR1 writes them without stopping (a hang).
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    pipe: int | None = args.worker_pipe
+    if settings.workers > 1 and pipe is None:
+        from dicomstore import supervisor  # not imported by the workers
+
+        return supervisor.main(settings)
     try:
-        run(serve(settings), settings.event_loop)
+        run(serve(settings, worker_pipe=pipe), settings.event_loop)
     except (OSError, DicomStoreError) as exc:
         print(f"dicomstore: cannot start: {exc}", file=sys.stderr)
+        if pipe is not None:  # the supervisor gives the reason when it gives up
+            os.write(pipe, f"failed {exc}\n".encode())
         return 1
     return 0
 

@@ -46,6 +46,16 @@ def check_public_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def parse_workers(text: str) -> int:
+    """A number of processes, or `auto`: one per core. Raises ValueError."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a number of processes or auto") from None
+
+
 def check_allowed_ips(text: str) -> str:
     """`*`, or comma-separated IP addresses and networks (CIDR), normalised; "" trusts none.
 
@@ -70,6 +80,56 @@ def check_allowed_ips(text: str) -> str:
     return ",".join(normalised)
 
 
+def check_cors_origins(text: str) -> str:
+    """`*`, or comma-separated origins (`scheme://host[:port]`) normalised as browsers send them in
+    `Origin` (lower case, no default port); "" allows none. Raises ValueError naming the entry
+    that is neither.
+    """
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if entries == ["*"]:
+        return "*"
+    normalised: list[str] = []
+    for entry in entries:
+        origin = _origin(entry)
+        if origin is None:
+            raise ValueError(
+                f"{entry!r} is not an origin, http(s)://host[:port] (or * alone, for every origin)"
+            )
+        if origin not in normalised:
+            normalised.append(origin)
+    return ",".join(normalised)
+
+
+def _origin(text: str) -> str | None:
+    """`text` as a browser's Origin header names it; None when it is not an origin."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host or parts.netloc.endswith(":"):
+        return None
+    if parts.path not in ("", "/") or "?" in text or "#" in text or "@" in parts.netloc:
+        return None
+    if any(char.isspace() or ord(char) < 0x20 for char in text):
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def check_catalog_url(text: str) -> str:
+    """A postgresql:// (or postgres://) URL, or "" for the SQLite file in the data directory.
+
+    Raises ValueError for any other scheme.
+    """
+    text = text.strip()
+    if text and urlsplit(text).scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql:// URL (or empty for the SQLite catalog)")
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = _setting("127.0.0.1", "address both transports listen on")
@@ -78,6 +138,13 @@ class Settings:
         8080, "HTTP port for REST and /healthz (0 picks a free port)", low=0, high=65535
     )
     data_dir: Path = _setting(Path("data"), "directory of the catalog and the blobs")
+    catalog: str = _setting(
+        "",
+        "the catalog's database: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (libpq's URL"
+        " form, ?host=/socket/dir for a Unix socket); without it, the SQLite file"
+        " DATA_DIR/catalog.sqlite",
+        check=check_catalog_url,
+    )
     dicomweb_mode: str = _setting("google", "DICOMweb behaviour", choices=DICOMWEB_MODES)
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
     log_format: str = _setting(
@@ -116,6 +183,11 @@ class Settings:
         " (https://storage.googleapis.com, or an emulator); without it, the"
         " STORAGE_EMULATOR_HOST environment variable, else files under DATA_DIR/gcs",
     )
+    blobs: str = _setting(
+        "",
+        "where instance bytes are kept: gs://BUCKET[/PREFIX], a Cloud Storage bucket reached"
+        " like --gcs-endpoint (else Google's); without it, files under DATA_DIR/blobs",
+    )
     bigquery_endpoint: str = _setting(
         "",
         "base URL of the BigQuery API that bq:// tables of export and streaming go to"
@@ -137,11 +209,26 @@ class Settings:
         low=1 << 20,
         high=1 << 40,
     )
+    workers: int = _setting(
+        1,
+        "server processes sharing both ports (SO_REUSEPORT) and the data directory, under a"
+        " supervisor that restarts them; auto: one per core",
+        low=1,
+        high=256,
+        parse=parse_workers,
+    )
     forwarded_allow_ips: str = _setting(
         "",
         "trusted reverse proxies, whose X-Forwarded-Proto, -Host and -For headers are"
         " honoured: comma-separated IP addresses or networks, or * for every peer",
         check=check_allowed_ips,
+    )
+    cors_origins: str = _setting(
+        "",
+        "origins of browser pages (DICOMweb viewers) that may call the HTTP API, CORS:"
+        " comma-separated scheme://host[:port], or * for every origin; without it, no CORS"
+        " headers",
+        check=check_cors_origins,
     )
 
     @property
@@ -162,6 +249,9 @@ def env_name(name: str) -> str:
 
 
 def _convert(f: dataclasses.Field[Any], text: str) -> Any:
+    parse = f.metadata.get("parse")
+    if parse is not None:
+        return parse(text)
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     if kind == "int":
         return int(text)
@@ -183,6 +273,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _converted(f: dataclasses.Field[Any], text: str, source: str) -> Any:
+    try:
+        return _convert(f, text)
+    except ValueError as exc:
+        if f.metadata.get("parse") is not None:  # its own reason
+            raise SystemExit(f"{source}: {exc}, got {text!r}") from None
+        raise SystemExit(f"{source}: invalid value {text!r}") from None
+
+
+def arguments(settings: Settings) -> list[str]:
+    """The command-line flags that `load` turns back into `settings` (every field given)."""
+    flags = []
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            flags += [_flag(f.name), str(value)]
+    return flags
+
+
 def load(args: argparse.Namespace | None = None, env: Mapping[str, str] = os.environ) -> Settings:
     """Flags win over environment variables, which win over defaults."""
     values: dict[str, Any] = {}
@@ -196,10 +305,7 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] = os.env
         choices: Sequence[str] | None = f.metadata.get("choices")
         if choices and text not in choices:
             raise SystemExit(f"{source}: must be one of {', '.join(choices)}, got {text!r}")
-        try:
-            value = _convert(f, text)
-        except ValueError:
-            raise SystemExit(f"{source}: invalid value {text!r}") from None
+        value = _converted(f, text, source)
         check = f.metadata.get("check")
         if check is not None:
             try:

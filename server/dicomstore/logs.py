@@ -28,13 +28,19 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, pid: bool = False) -> None:
+        super().__init__()
+        self._pid = pid
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._pid:
+            entry["pid"] = record.process
         entry |= {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
@@ -42,8 +48,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, pid: bool = False) -> None:
+        super().__init__()
+        self._pid = pid
+
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        if self._pid:
+            extra = f"pid={record.process} {extra}"
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()} {extra}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -63,9 +75,10 @@ def _demote_late_replies(record: logging.LogRecord) -> bool:
     return True
 
 
-def configure(level: str, fmt: str) -> None:
+def configure(level: str, fmt: str, *, pid: bool = False) -> None:
+    """`pid`: every line names the process that wrote it (the processes of `--workers`)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(pid) if fmt == "json" else TextFormatter(pid))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -82,10 +95,11 @@ def _timestamp(seconds: float) -> str:
 class AccessLog:
     """Writes one line per call (method, status code, duration, request id, peer)."""
 
-    def __init__(self, stream: TextIO, fmt: str, enabled: bool = True) -> None:
+    def __init__(self, stream: TextIO, fmt: str, enabled: bool = True, pid: bool = False) -> None:
         self._stream = stream
         self._json = fmt == "json"
         self.enabled = enabled
+        self._pid = os.getpid() if pid else None
 
     def write(self, method: str, code: str, duration_ms: float, request_id: str, peer: str) -> None:
         if not self.enabled:
@@ -102,14 +116,19 @@ class AccessLog:
                 "request_id": request_id,
                 "peer": peer,
             }
+            if self._pid is not None:
+                entry["pid"] = self._pid
             line = json.dumps(entry)
         else:
             line = (
                 f"info    dicomstore.access: rpc method={method} code={code} "
                 f"duration_ms={duration_ms} request_id={request_id} peer={peer}"
             )
+            if self._pid is not None:
+                line += f" pid={self._pid}"
         self._stream.write(line + "\n")
 
     @classmethod
-    def for_settings(cls, level: str, fmt: str) -> AccessLog:
-        return cls(sys.stderr, fmt, enabled=logging.getLevelName(level.upper()) <= logging.INFO)
+    def for_settings(cls, level: str, fmt: str, *, pid: bool = False) -> AccessLog:
+        enabled = logging.getLevelName(level.upper()) <= logging.INFO
+        return cls(sys.stderr, fmt, enabled=enabled, pid=pid)

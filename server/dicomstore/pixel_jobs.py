@@ -1,7 +1,8 @@
 """The pixel work that runs inside `PixelWorkers`' processes: each function is one job.
 
-Jobs take the blob's path, open it themselves and return bytes, so a job's arguments and
-result cross the process boundary small (a path in, an encoded frame out). A worker keeps its
+Jobs take the path of a local file of the blob (`BlobStore.local_file`: the blob itself, or a
+copy of one kept in Cloud Storage), open it themselves and return bytes, so a job's arguments
+and result cross the process boundary small (a path in, an encoded frame out). A worker keeps its
 last few opened instances: the frames of one instance usually arrive as consecutive jobs, and
 reopening costs a parse of the header each time. Blobs never change once written (their names
 come from internal ids), and the key holds the file's size and mtime besides, so a cached
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Final
 
 from dicomstore.dicom import transcode
-from dicomstore.dicom.frames import FrameError, FrameReader, FrameSpan, InconsistentPixelData
 from dicomstore.dicom.pixel_encode import (
     NATIVE_FRAME,
     PNG_FRAME,
@@ -32,9 +32,8 @@ from dicomstore.dicom.pixel_encode import (
     encode_png,
     native_bytes,
 )
-from dicomstore.dicom.pixel_source import NoPixelData, PixelDataError, PixelSource
+from dicomstore.dicom.pixel_source import NoPixelData, PixelSource
 from dicomstore.dicom.render import RenderOptions, render_frame
-from dicomstore.dicom.values import InstanceFile
 
 #: Opened instances a worker keeps.
 CACHED_SOURCES: Final = 4
@@ -134,29 +133,6 @@ def stored_frame(path: str, number: int) -> bytes:
     worker, where the cache would be shared state)."""
     with PixelSource.open(Path(path)) as source:
         return source.stored_frame(number)
-
-
-def frame_span(path: str) -> FrameSpan | None:
-    """Where the native frames of the instance at `path` lie in its file, if they are plain
-    byte ranges of it (runs in a server thread)."""
-    with InstanceFile.open(Path(path)) as file:
-        try:
-            return FrameReader(file).span()
-        except FrameError:
-            return None
-
-
-def read_frame(path: str, span: FrameSpan, number: int) -> bytes:
-    """Frame `number` read straight from its byte range (runs in a server thread)."""
-    try:
-        offset, size = span.frame_range(number)
-    except InconsistentPixelData as exc:
-        raise PixelDataError(str(exc)) from None
-    with open(path, "rb") as file:
-        data = os.pread(file.fileno(), size, offset)
-    if len(data) < size:
-        raise PixelDataError(f"the file ends inside frame {number}")
-    return data
 
 
 def check_transcode(paths: list[str], target: str, memory_limit: int) -> None:

@@ -23,24 +23,20 @@ import asyncio
 import logging
 import multiprocessing
 import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from dicomstore import pixel_jobs
 from dicomstore.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from dicomstore.dicom import transcode
-from dicomstore.dicom.frames import NATIVE_TRANSFER_SYNTAXES, FrameError, FrameSpan
+from dicomstore.dicom.frames import NATIVE_TRANSFER_SYNTAXES, FrameError
 from dicomstore.dicom.pixel_encode import NATIVE_FRAME, STORED_FRAME, CannotTranscode
 from dicomstore.dicom.pixel_source import PixelDataError
 from dicomstore.dicom.render import RenderError, RenderOptions
 
 log = logging.getLogger(__name__)
-
-#: Instances whose frame positions are remembered (a few dozen bytes each).
-SPANS_KEPT: Final = 4096
 
 T = TypeVar("T")
 
@@ -50,7 +46,6 @@ class PixelWorkers:
         self.processes = processes
         self.memory_limit = memory_limit
         self._pool: ProcessPoolExecutor | None = None
-        self._spans: OrderedDict[str, FrameSpan | None] = OrderedDict()
         self._closed = False
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -100,10 +95,6 @@ class PixelWorkers:
         stored is read in a thread rather than a worker: it needs no codec, and a worker would
         only add two copies through a pipe."""
         native = stored_syntax in NATIVE_TRANSFER_SYNTAXES
-        if native and media in (NATIVE_FRAME, STORED_FRAME):
-            span = await self._frame_span(path)
-            if span is not None:
-                return await _mapped(asyncio.to_thread(pixel_jobs.read_frame, path, span, number))
         if (
             media == STORED_FRAME
             or media == stored_syntax != ""
@@ -111,19 +102,6 @@ class PixelWorkers:
         ):
             return await _mapped(asyncio.to_thread(pixel_jobs.stored_frame, path, number))
         return await self.run(pixel_jobs.frame, path, number, media, self.memory_limit)
-
-    async def _frame_span(self, path: str) -> FrameSpan | None:
-        """Where the instance's native frames lie in its file, remembered: a blob never changes
-        once written and its path is never reused, so the next frame of the same instance is
-        one read, no parse."""
-        if path in self._spans:
-            self._spans.move_to_end(path)
-            return self._spans[path]
-        span = await asyncio.to_thread(pixel_jobs.frame_span, path)
-        self._spans[path] = span
-        while len(self._spans) > SPANS_KEPT:
-            self._spans.popitem(last=False)
-        return span
 
     async def check_transcode(self, paths: list[str], target: str) -> None:
         await self.run(pixel_jobs.check_transcode, paths, target, self.memory_limit)

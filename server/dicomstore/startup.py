@@ -19,8 +19,11 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, transport: str) -> socket.socket:
-    """A TCP socket bound to host:port (not listening yet), else FailedPrecondition naming it."""
+def bind(host: str, port: int, transport: str, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port (not listening yet), else FailedPrecondition naming it.
+
+    `reuse_port`: shared with the other sockets of this user that set it too (SO_REUSEPORT), as
+    the processes of `--workers` share their ports; the kernel spreads connections over them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio's own loop turns Nagle's algorithm off on the connections it
     # accepts only for sockets of that protocol; with Nagle on, a response written in two parts
@@ -28,6 +31,8 @@ def bind(host: str, port: int, transport: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()

@@ -3,6 +3,7 @@ gRPC server: rows, schema columns, write dispositions and `force`, the source st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import duckdb
@@ -12,6 +13,10 @@ from google.cloud.healthcare.v1.dicom import dicom_pb2, dicom_pb2_grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from dicomstore.app import App
+from dicomstore.core import export_bigquery
+from dicomstore.core.errors import FailedPrecondition
+from dicomstore.core.model import BigQueryRow
+from dicomstore.destinations.bigquery_duckdb import DuckDbTable
 from tests.grpc.transfers import finished, metadata, stow
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
@@ -148,3 +153,40 @@ async def test_the_json_schema_is_refused_at_once(dicom: Stub, store: str) -> No
         )
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "schema_json" in (refused.value.details() or "")
+
+
+async def test_groups_are_written_in_turn_each_row_once(
+    app: App, dicom: Stub, operations: Operations, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_bigquery, "ROWS", 2)  # groups of 2, 2 and 1 instances
+    await export(dicom, operations, store)
+    truncate = Disposition.WRITE_TRUNCATE
+    operation = await export(dicom, operations, store, write_disposition=truncate)
+    assert not operation.HasField("error"), operation.error
+    assert metadata(operation).counter.success == 5
+    counted = "SELECT count(DISTINCT SOPInstanceUID), count(*) FROM dicom.instances"
+    assert query(app, counted) == [(5, 5)]
+
+
+async def test_a_failed_write_ends_the_export_with_its_error(
+    app: App, dicom: Stub, operations: Operations, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_bigquery, "ROWS", 2)
+    write = DuckDbTable.write
+    writes = 0
+
+    async def second_fails(
+        self: DuckDbTable, rows: Sequence[BigQueryRow], *, truncate: bool
+    ) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise FailedPrecondition("the second write is refused")
+        await write(self, rows, truncate=truncate)
+
+    monkeypatch.setattr(DuckDbTable, "write", second_fails)
+    operation = await export(dicom, operations, store)
+    assert operation.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "second write" in operation.error.message
+    assert metadata(operation).counter.success == 2
+    assert row_count(app) == 2

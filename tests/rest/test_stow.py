@@ -82,7 +82,8 @@ async def instance_count(client: httpx.AsyncClient) -> int:
 
 async def stored_bytes(app: App, study: str, series: str, sop: str) -> bytes:
     (found,) = await app.catalog.find_instances(DicomStoreName.parse(STORE), study, series, sop)
-    return app.blobs.local_path(found.key.store_key, found.key.instance_key).read_bytes()
+    chunks = app.blobs.read(found.key.store_key, found.key.instance_key)
+    return b"".join([chunk async for chunk in chunks])
 
 
 def dicom_parts(*bodies: bytes) -> bytes:

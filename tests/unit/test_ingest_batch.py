@@ -60,6 +60,28 @@ async def test_instances_appear_on_commit_in_the_order_offered(
     assert len(batch) == 0
 
 
+async def invisible(catalog: SqliteCatalog) -> int:
+    rows = await catalog._all("SELECT count(*) FROM instances WHERE state = 0", ())
+    return int(rows[0][0])
+
+
+async def test_a_batch_of_pending_rows_at_most_is_never_recorded_invisible(
+    instances: Instances, catalog: SqliteCatalog
+) -> None:
+    # An import's group: a process killed before its commit leaves no row claiming its UIDs
+    # (with --workers no recovery runs until the next start, and the import resumes elsewhere).
+    batch = IngestBatch(instances, STORE)
+    for n in range(PENDING_ROWS):
+        await batch.add_in_memory(copy_of("CT_small.dcm", f"1.2.7.{n}"))
+    await batch.add_failure(Ingested(failure=FailureReason.CANNOT_UNDERSTAND, detail="x"))
+    assert await invisible(catalog) == 0
+    await batch.add_in_memory(copy_of("CT_small.dcm", "1.2.7.64"))
+    await batch.add_failure(Ingested(failure=FailureReason.CANNOT_UNDERSTAND, detail="x"))
+    assert await invisible(catalog) == PENDING_ROWS + 1  # a larger batch stages as it goes
+    await batch.commit()
+    assert await invisible(catalog) == 0
+
+
 async def test_a_batch_commits_group_after_group(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:

@@ -206,7 +206,9 @@ class OperationsFail(SqliteCatalog):
     """The real catalog, whose recording of an operation fails (the moment a crash or an I/O
     error would strike between a delete's two writes)."""
 
-    async def create_operation(self, operation: Operation) -> None:
+    async def create_operation(
+        self, operation: Operation, *, owner: str = "", lease_seconds: float = 0
+    ) -> None:
         raise OSError("recording the operation failed")
 
 

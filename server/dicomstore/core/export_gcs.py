@@ -26,11 +26,10 @@ import asyncio
 import io
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from typing import Final, TypeVar
 
-from dicomstore.core import pixels
-from dicomstore.core.errors import Code, DicomStoreError
+from dicomstore.core.errors import Code, DicomStoreError, NotFound
+from dicomstore.core.instance_pixels import InstancePixels
 from dicomstore.core.model import OperationLogEntry, ProgressCounter, StoredInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.operations import JobContext
@@ -81,7 +80,7 @@ class GcsExport:
         self._catalog = catalog
         self._blobs = blobs
         self._storage = storage
-        self._pixels = pixels
+        self._pixels = InstancePixels(blobs, pixels)
         self._context = context
         self._store = store
         args = context.args
@@ -162,32 +161,34 @@ class GcsExport:
             f"{self._destination.object}{instance.study_uid}/{instance.series_uid}"
             f"/{instance.sop_uid}"
         )
-        path = self._blobs.local_path(instance.key.store_key, instance.key.instance_key)
         try:
             as_stored = kind == DICOM and syntax == instance.transfer_syntax_uid
             if self._mime_type in STORED_BYTES or as_stored:
-                await self._upload_file(path, f"{name}.dcm")
+                await self._upload_blob(instance, f"{name}.dcm")
             elif kind == DICOM:
-                await self._upload_transcoded(str(path), syntax, f"{name}.dcm")
+                await self._upload_transcoded(instance, syntax, f"{name}.dcm")
             else:
-                await self._upload_frames(instance, str(path), kind, syntax, name)
+                await self._upload_frames(instance, kind, syntax, name)
         except FileNotFoundError as exc:
             raise _InstanceGone(f"{instance_path(instance)} was deleted during the export") from exc
 
-    async def _upload_file(self, path: Path, name: str) -> None:
-        source: BinaryIO = await asyncio.to_thread(path.open, "rb")
+    async def _upload_blob(self, instance: StoredInstance, name: str) -> None:
+        try:
+            source = await self._blobs.open_file(instance.key.store_key, instance.key.instance_key)
+        except NotFound as exc:
+            raise _InstanceGone(f"{instance_path(instance)} was deleted during the export") from exc
         with source:
             await self._storage.upload(self._destination.bucket, name, source, DICOM)
 
-    async def _upload_transcoded(self, path: str, syntax: str, name: str) -> None:
+    async def _upload_transcoded(self, instance: StoredInstance, syntax: str, name: str) -> None:
         with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
-            async for piece in await _instance_work(pixels.transcoded(self._pixels, path, syntax)):
+            async for piece in await _instance_work(self._pixels.transcoded(instance, syntax)):
                 await asyncio.to_thread(spool.write, piece)
             spool.seek(0)
             await self._storage.upload(self._destination.bucket, name, spool, DICOM)  # type: ignore[arg-type]
 
     async def _upload_frames(
-        self, instance: StoredInstance, path: str, kind: str, syntax: str, name: str
+        self, instance: StoredInstance, kind: str, syntax: str, name: str
     ) -> None:
         frames = instance.number_of_frames
         if frames == 0:
@@ -198,9 +199,10 @@ class GcsExport:
         for number in range(1, frames + 1):
             if kind == OCTET_STREAM:
                 media = STORED_FRAME if syntax == "*" else NATIVE_FRAME
-                data = await _instance_work(self._pixels.frame(path, number, media))
+                data = await _instance_work(self._pixels.frame(instance, number, media))
             else:
-                data = await _instance_work(self._pixels.render(path, number, RenderOptions(kind)))
+                options = RenderOptions(kind)
+                data = await _instance_work(self._pixels.render(instance, number, options))
             object_name = f"{name}/{number}{extension}" if frames > 1 else f"{name}{extension}"
             await self._storage.upload(
                 self._destination.bucket, object_name, io.BytesIO(data), kind

@@ -21,8 +21,10 @@ from dicomstore.core.instances import Ingested, Instances
 from dicomstore.core.model import NewInstanceRow
 from dicomstore.core.names import DicomStoreName
 
-#: A batch keeps at most about this many rows of invisible instances in memory before it
-#: records them (invisible still); a batch with fewer records its instances in one transaction.
+#: A batch keeps at most about this many rows of invisible instances in memory: past it, it
+#: records them (invisible still). A batch of at most this many (an import's group) records its
+#: instances in one transaction, visible: no crash, nor a process of `--workers` killed (after
+#: which no recovery runs until the next start), leaves them invisible with their UIDs claimed.
 PENDING_ROWS: Final = 64
 #: In-memory instances ingested at once while the driver reads the next ones.
 IN_FLIGHT: Final = 4
@@ -117,7 +119,7 @@ class IngestBatch:
         self._results.append(result)
         if isinstance(result.pending, NewInstanceRow):
             self._unrecorded_rows += 1
-            if self._unrecorded_rows == PENDING_ROWS:
+            if self._unrecorded_rows > PENDING_ROWS:
                 self._results = await self._instances.stage(
                     self._results, keep_identical_in=self._identical_in
                 )

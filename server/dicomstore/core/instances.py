@@ -20,7 +20,6 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
@@ -373,9 +372,10 @@ class Instances:
             return None
         return _prepend(first, chunks)
 
-    def local_path(self, instance: StoredInstance) -> Path:
-        """A local file holding the instance, for readers that need one (pydicom)."""
-        return self._blobs.local_path(instance.key.store_key, instance.key.instance_key)
+    async def open_file(self, instance: StoredInstance) -> BinaryIO:
+        """The instance's blob as a seekable file to read in a thread (`BlobStore.open_file`);
+        NotFound if it was deleted meanwhile. The caller closes it."""
+        return await self._blobs.open_file(instance.key.store_key, instance.key.instance_key)
 
     async def delete_instance(
         self, store: DicomStoreName, study_uid: str, series_uid: str, sop_uid: str

@@ -1,13 +1,14 @@
 """Ports: the interfaces the core needs from storage, implemented by adapters.
 
 Each port has one contract test suite (`tests/contract/`) that every adapter must pass unchanged:
-SQLite now, PostgreSQL later for the catalog; local disk now, object storage later for blobs.
+SQLite now, PostgreSQL later for the catalog; local disk or Cloud Storage for blobs.
 Adapters translate their driver's exceptions into `dicomstore.core.errors` at their boundary.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -183,8 +184,14 @@ class Catalog(Protocol):
         """
 
     # Operations
-    async def create_operation(self, operation: Operation) -> None:
-        """Raise NotFound when the dataset is missing, AlreadyExists on a duplicate id."""
+    async def create_operation(
+        self, operation: Operation, *, owner: str = "", lease_seconds: float = 0
+    ) -> None:
+        """Raise NotFound when the dataset is missing, AlreadyExists on a duplicate id.
+
+        With an `owner`, the operation is created claimed by it for `lease_seconds` (as
+        `claim_operation` would claim it), so that no other process takes it meanwhile.
+        """
 
     async def get_operation(self, name: OperationName) -> Operation:
         """Raise NotFound when missing."""
@@ -202,6 +209,30 @@ class Catalog(Protocol):
 
     async def unfinished_operations(self) -> Sequence[Operation]:
         """Operations not done, oldest first (to resume or fail them at start-up)."""
+
+    # Operation leases: exactly one process runs an unfinished operation, the one holding its
+    # lease. An owner is an opaque id unique to a process's life; lease times are counted on the
+    # catalog's clock (so that processes on several machines agree), in seconds from now.
+    async def claim_operation(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
+        """Give `owner` the lease of an unfinished operation until `lease_seconds` from now, if
+        no other owner holds an unexpired lease on it (never claimed, released, or expired);
+        in one transaction, so that of processes claiming at once exactly one gets it. True
+        when `owner` holds the lease now (claiming again what it holds renews it); False when
+        another owner does, or the operation is done or missing."""
+
+    async def renew_lease(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
+        """Extend `owner`'s lease to `lease_seconds` from now. False, changing nothing, when
+        `owner` no longer holds it (it expired and another owner claimed it) or the operation
+        is done or missing: the caller must stop running it."""
+
+    async def release_leases(self, owner: str | None = None) -> None:
+        """Give up the leases `owner` holds (a process shutting down), or every lease with
+        None (at start-up, when no other process runs), so that the operations are claimable at
+        once."""
+
+    async def unclaimed_operations(self) -> Sequence[Operation]:
+        """Unfinished operations no unexpired lease holds, oldest first: what a process may
+        claim and run (those of a process that died, once their lease expired)."""
 
     async def add_operation_log(
         self, name: OperationName, entries: Sequence[OperationLogEntry]
@@ -234,8 +265,16 @@ class BlobStore(Protocol):
     def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
         """The blob's bytes, in bounded chunks; NotFound (on the first read) if absent."""
 
-    def local_path(self, store_key: int, instance_key: int) -> Path:
-        """A local file holding the blob, for readers that need one."""
+    async def read_range(self, store_key: int, instance_key: int, start: int, size: int) -> bytes:
+        """`size` bytes from byte `start` (fewer at the blob's end); NotFound if absent."""
+
+    async def open_file(self, store_key: int, instance_key: int) -> BinaryIO:
+        """The blob as a seekable read-only file, to be read in a thread (pydicom parses it):
+        reads fetch only the ranges they need. NotFound if absent; the caller closes it."""
+
+    def local_file(self, store_key: int, instance_key: int) -> AbstractAsyncContextManager[Path]:
+        """A file on this machine holding the blob while the context lasts, for readers in
+        other processes (the pixel workers): the blob itself, or a copy. NotFound if absent."""
 
     async def delete(self, store_key: int, instance_key: int) -> None:
         """Remove one blob; removing an absent blob is not an error."""
@@ -248,6 +287,8 @@ class BlobStore(Protocol):
 
     async def dicom_store_keys(self) -> set[int]:
         """Keys of the stores that have blobs."""
+
+    async def close(self) -> None: ...
 
 
 class CloudStorage(Protocol):
@@ -278,10 +319,11 @@ class CloudStorage(Protocol):
 
 
 class PixelWork(Protocol):
-    """Decoding, transcoding and rendering of stored instances, given their local path, run
-    away from the event loop (`dicomstore.pixel_workers`). Errors are the core's: an
-    impossible transcode or a bad frame number InvalidArgument, undecodable data or a request
-    over the memory limit FailedPrecondition, a worker lost Unavailable."""
+    """Decoding, transcoding and rendering of stored instances, given a local file of their
+    blob (`BlobStore.local_file`), run away from the event loop (`dicomstore.pixel_workers`).
+    Errors are the core's: an impossible transcode or a bad frame number InvalidArgument,
+    undecodable data or a request over the memory limit FailedPrecondition, a worker lost
+    Unavailable."""
 
     async def frame(self, path: str, number: int, media: str, stored_syntax: str = "") -> bytes:
         """Frame `number` (from 1) as `media` (see `pixel_jobs.frame`); `stored_syntax`, the

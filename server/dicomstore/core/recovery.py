@@ -2,7 +2,8 @@
 
 An instance becomes visible only when its blob is durable (two-phase create), and a store's rows
 go before its blobs. A crash between the steps leaves catalog rows that were never committed and
-blobs nobody refers to; both are removed here, before the server takes requests.
+blobs nobody refers to; both are removed here, before the server takes requests. With
+`--workers`, the supervisor runs it before it starts the workers (`dicomstore.supervisor`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ log = logging.getLogger(__name__)
 
 
 async def recover(catalog: Catalog, blobs: BlobStore) -> None:
+    """Run once at start-up, while no other process uses the catalog and the blobs: what it
+    removes could otherwise be another process's work in progress. Every operation lease is
+    released too, so that the operations the last run left unfinished resume at once."""
+    await catalog.release_leases()
     for key in await catalog.recover_instances():
         await blobs.delete(key.store_key, key.instance_key)
     stores = await catalog.dicom_store_keys()

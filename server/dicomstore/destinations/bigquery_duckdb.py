@@ -2,8 +2,10 @@
 DuckDB database `DATA_DIR/bigquery/PROJECT.duckdb` (docs/bigquery.md).
 
 Each call opens the database file, works in one transaction and closes it, holding a lock per
-file so that one process's writers take turns: between calls the file is free for the `duckdb`
-CLI or another program to read. DuckDB is synchronous, so the work runs in a worker thread.
+file so that one process's writers take turns, and an advisory lock on `FILE.lock` so that the
+processes of `--workers` take turns too (DuckDB refuses a second process a file open for
+writing): between calls the file is free for the `duckdb` CLI or another program to read.
+DuckDB is synchronous, so the work runs in a worker thread.
 
 Schema changes follow the rows: a column they bring is added (ALTER TABLE ADD COLUMN; a
 REPEATED one defaults to an empty list), and a RECORD column that gains fields (a sequence item
@@ -16,13 +18,15 @@ FAILED_PRECONDITION and nothing is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 import duckdb
 
@@ -36,7 +40,13 @@ from dicomstore.core.errors import (
 )
 from dicomstore.core.model import BigQueryRow
 from dicomstore.core.validation import BigQueryTableName
-from dicomstore.destinations.duckdb_types import column_of, conformed, quoted, sql_type
+from dicomstore.destinations.duckdb_types import (
+    column_of,
+    conformed,
+    nests_a_list,
+    quoted,
+    sql_type,
+)
 from dicomstore.dicom.bigquery_schema import Column, SchemaConflict, merge_columns, union
 
 T = TypeVar("T")
@@ -93,7 +103,7 @@ class DuckDbTable:
         return await asyncio.to_thread(self._locked, work, doing)
 
     def _locked(self, work: Callable[[], T], doing: str) -> T:
-        with self._lock:
+        with self._lock, _process_lock(self.path):
             try:
                 return work()
             except DicomStoreError:
@@ -178,25 +188,23 @@ class DuckDbTable:
         columns: tuple[Column, ...],
         rows: Sequence[BigQueryRow],
     ) -> None:
-        """Insert through a newline-delimited JSON file that DuckDB reads with the columns'
-        types: binding rows one by one (`executemany`) costs ~5 ms per row of ~90 columns,
-        reading the file a few microseconds."""
+        """Insert through a JSON file that DuckDB reads with the columns' types: binding rows
+        one by one (`executemany`) costs ~5 ms per row of ~90 columns, reading the file a few
+        microseconds. A column a row lacks reads as NULL, a REPEATED one as an empty list."""
         names = ", ".join(quoted(column.name) for column in columns)
+        read = ", ".join(
+            f"coalesce({quoted(c.name)}, [])" if c.repeated else quoted(c.name) for c in columns
+        )
         types = ", ".join(
             f"{_sql_text(column.name)}: {_sql_text(sql_type(column))}" for column in columns
         )
-        with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as lines:
-            for row in rows:
-                values = {c.name: conformed(row.values.get(c.name), c) for c in columns}
-                lines.write(
-                    json.dumps(values, default=_json_scalar)
-                )  # NaN, Infinity: DuckDB reads them
-                lines.write("\n")
-            lines.flush()
+        nesting = tuple(column for column in columns if nests_a_list(column))
+        with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as array:
+            array.write(_JSON.encode([_json_values(row, nesting) for row in rows]))
+            array.flush()
             connection.execute(
-                f"INSERT INTO {self._qualified} ({names}) SELECT {names} FROM read_json("
-                f"{_sql_text(lines.name)}, format = 'newline_delimited',"
-                f" columns = {{{types}}})"
+                f"INSERT INTO {self._qualified} ({names}) SELECT {read} FROM read_json("
+                f"{_sql_text(array.name)}, format = 'array', columns = {{{types}}})"
             )
 
     def _exists(self, connection: duckdb.DuckDBPyConnection) -> bool:
@@ -242,9 +250,34 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _json_values(row: BigQueryRow, nesting: tuple[Column, ...]) -> Mapping[str, Any]:
+    """The row's values as written to JSON (a dict): those of the columns in `nesting`
+    conformed."""
+    nested = {c.name: conformed(row.values[c.name], c) for c in nesting if c.name in row.values}
+    if nested or not isinstance(row.values, dict):
+        return {**row.values, **nested}
+    return row.values
+
+
 def _json_scalar(value: object) -> str:
     """Dates, times and instants as the ISO 8601 text DuckDB reads into DATE, TIME and
     TIMESTAMPTZ."""
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+#: NaN and Infinity are written as such: DuckDB reads them.
+_JSON: Final = json.JSONEncoder(check_circular=False, default=_json_scalar)
+
+
+@contextlib.contextmanager
+def _process_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`.lock, shared by every process of this data dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

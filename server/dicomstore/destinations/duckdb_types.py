@@ -72,6 +72,12 @@ def column_of(name: str, duck_type: DuckType) -> Column | None:
     return None if column_type is None else Column(name, column_type, repeated)
 
 
+def nests_a_list(column: Column) -> bool:
+    """True for a RECORD with a REPEATED field at some depth: a field missing from a record
+    reads as NULL, so such values need `conformed` to read an empty list there."""
+    return any(field.repeated or nests_a_list(field) for field in column.fields)
+
+
 def conformed(value: Any, column: Column) -> Any:
     """`value` shaped to `column`: every record holds every field (NULL, or an empty list for a
     repeated one), so that DuckDB binds records of one sequence to one STRUCT type."""

@@ -12,7 +12,7 @@ from dicomstore.destinations.gcs_local import LocalCloudStorage
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 
 
-def _url(endpoint: str) -> str:
+def endpoint_url(endpoint: str) -> str:
     # Emulator hosts are often given as `host:port`, which Google's Go and Java clients accept.
     return endpoint if "://" in endpoint else f"http://{endpoint}"
 
@@ -24,10 +24,10 @@ def cloud_storage(data_dir: Path, endpoint: str | None, env: Mapping[str, str]) 
     An emulator, and any plain `http://` endpoint, is called anonymously, so that no token goes
     out unencrypted; an `https://` endpoint with Application Default Credentials."""
     if endpoint:
-        url = _url(endpoint)
+        url = endpoint_url(endpoint)
         return _api(url, anonymous=url.startswith("http://"))
     if emulator := env.get(EMULATOR_VARIABLE):
-        return _api(_url(emulator), anonymous=True)
+        return _api(endpoint_url(emulator), anonymous=True)
     return LocalCloudStorage(data_dir / "gcs")
 
 

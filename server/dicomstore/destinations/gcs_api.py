@@ -105,7 +105,7 @@ class _LimitedSink:
         return self._sink.write(data)
 
 
-class _FromPosition:
+class FromPosition:
     """`source` seen from its current position as if that were its start: the library's
     resumable upload insists on a stream at position 0, and seeks back to resend a chunk."""
 
@@ -137,6 +137,21 @@ def _missing_bucket(bucket: str) -> NotFound:
 
 def _too_large(uri: str, size: int, limit: int) -> ObjectTooLarge:
     return ObjectTooLarge(f"{uri} is {size} bytes, more than the limit of {limit} bytes")
+
+
+def new_client(endpoint: str, *, anonymous: bool, project: str | None = None) -> Any:
+    """A `google.cloud.storage.Client` of the JSON API at `endpoint`: anonymous (an emulator),
+    or with Application Default Credentials (looked up here: call it in a thread)."""
+    credentials: Credentials
+    if anonymous:
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        project = project or "dicomstore"
+    else:
+        credentials, found_project = google.auth.default()
+        project = project or found_project
+    return storage.Client(
+        project=project, credentials=credentials, client_options={"api_endpoint": endpoint}
+    )
 
 
 class GcsApiStorage:
@@ -172,19 +187,7 @@ class GcsApiStorage:
             return self._client
 
     def _new_client(self) -> Any:
-        credentials: Credentials
-        project = self._project
-        if self._anonymous:
-            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            project = project or "dicomstore"
-        else:
-            credentials, found_project = google.auth.default()
-            project = project or found_project
-        return storage.Client(
-            project=project,
-            credentials=credentials,
-            client_options={"api_endpoint": self._endpoint},
-        )
+        return new_client(self._endpoint, anonymous=self._anonymous, project=self._project)
 
     async def open(self) -> None:
         """Nothing to prepare: the client is made on first use."""
@@ -251,7 +254,7 @@ class GcsApiStorage:
         self, client: Any, bucket: str, name: str, source: BinaryIO, content_type: str
     ) -> None:
         blob = client.bucket(bucket).blob(name, chunk_size=_UPLOAD_CHUNK)
-        stream = _FromPosition(source)
+        stream = FromPosition(source)
         # With its size known, an object of 8 MiB at most goes in one request (multipart);
         # a larger one in chunks of _UPLOAD_CHUNK (resumable).
         # Retried although no generation is given: writing the same bytes again is harmless.

@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Any, Final
 
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
@@ -135,6 +136,45 @@ class _Unconvertible(ValueError):
     """A value that is not of its column's type."""
 
 
+@dataclass(frozen=True)
+class _Element:
+    """How the elements of one tag and VR become a column, worked out once (`_element_of`)."""
+
+    #: The column's name; empty for an element of OtherElements (private or unknown).
+    name: str
+    #: The VR that types the column (see `_dictionary_choice`).
+    vr: str
+    #: None for a sequence, and for a VR that has no column type (binary: dropped).
+    column: Column | None
+    #: Turns one value into the column's type; None for a DT (the data set's time zone).
+    convert: Callable[[Any], Any] | None
+
+
+@lru_cache(maxsize=4096)
+def _element_of(key: str, vr: str) -> _Element:
+    """What the element `key` (GGGGEEEE) with VR `vr` becomes, from pydicom's dictionary."""
+    tag = int(key, 16)
+    keyword = keyword_for_tag(tag) if tag >> 16 & 1 == 0 else ""
+    if not keyword:
+        name = "" if vr != "SQ" else f"Tag_{key}"
+        return _Element(name, vr, None, None)
+    vr = _dictionary_choice(tag, vr)
+    column_type = RECORD if vr == "PN" else VR_TYPES.get(vr)
+    if vr == "SQ" or column_type is None:
+        return _Element(keyword, vr, None, None)
+    fields = PERSON_NAME_FIELDS if vr == "PN" else ()
+    column = Column(keyword, column_type, dictionary_VM(tag) != "1", fields)
+    return _Element(keyword, vr, column, _converter(vr, column_type))
+
+
+def _converter(vr: str, column_type: ColumnType) -> Callable[[Any], Any] | None:
+    if vr == "PN":
+        return _person_name
+    if vr == "AT":
+        return _attribute_tag
+    return _CONVERTERS.get(column_type)
+
+
 @dataclass
 class _Builder:
     default_offset: tzinfo
@@ -146,69 +186,43 @@ class _Builder:
         others: list[dict[str, Any]] = []
         for key in sorted(data):
             attribute = data[key]
-            path = prefix + key
-            tag = int(key, 16)
-            keyword = keyword_for_tag(tag) if tag >> 16 & 1 == 0 else ""
-            vr = str(attribute.get("vr", "UN"))
-            if not keyword and vr != "SQ":
-                other = self._other_element(key, vr, attribute, path)
+            element = _element_of(key, str(attribute.get("vr", "UN")))
+            name = element.name
+            if not name:
+                other = self._other_element(key, element.vr, attribute, prefix + key)
                 if other is not None:
                     others.append(other)
-                continue
-            name = keyword or f"Tag_{key}"
-            if name in columns:
-                self.dropped.append((name, path))
-                continue
-            built = self._element(tag, name, vr, attribute, path)
-            if built is not None:
-                columns[name], values[name] = built
+            elif name in columns:
+                self.dropped.append((name, prefix + key))
+            else:
+                built = self._element(element, attribute, prefix + key)
+                if built is not None:
+                    columns[name], values[name] = built
         if others:
             columns[OTHER_ELEMENTS.name] = OTHER_ELEMENTS
             values[OTHER_ELEMENTS.name] = others
         return list(columns.values()), values
 
     def _element(
-        self, tag: int, name: str, vr: str, attribute: Mapping[str, Any], path: str
+        self, element: _Element, attribute: Mapping[str, Any], path: str
     ) -> tuple[Column, Any] | None:
         """The column and value of a standard element or private sequence; None (after
         noting the drop when something was lost) when it gets no column."""
-        vr = _dictionary_choice(tag, vr) if not name.startswith("Tag_") else vr
-        if vr == "SQ":
-            return self._sequence(name, attribute, path)
-        column_type = RECORD if vr == "PN" else VR_TYPES.get(vr)
-        if column_type is None or "BulkDataURI" in attribute or "InlineBinary" in attribute:
-            self.dropped.append((name, path))
+        if element.vr == "SQ":
+            return self._sequence(element.name, attribute, path)
+        column = element.column
+        if column is None or "BulkDataURI" in attribute or "InlineBinary" in attribute:
+            self.dropped.append((element.name, path))
             return None
-        repeated = dictionary_VM(tag) != "1"
-        fields = PERSON_NAME_FIELDS if vr == "PN" else ()
-        column = Column(name, column_type, repeated, fields)
-        raw = attribute.get("Value", [])
+        raw = attribute.get("Value", ())
+        convert = element.convert or self._timestamp
         try:
-            return column, self._value(vr, column_type, repeated, raw)
+            if len(raw) == 1 and not column.repeated:
+                return column, convert(raw[0]) if raw[0] is not None else None
+            return column, _values(column, convert, raw)
         except _Unconvertible:
-            self.dropped.append((name, path))
-            return column, [] if repeated else None
-
-    def _value(self, vr: str, column_type: ColumnType, repeated: bool, raw: Sequence[Any]) -> Any:
-        convert = self._converter(vr, column_type)
-        if repeated:
-            if any(value is None for value in raw) and column_type is not STRING:
-                raise _Unconvertible("an empty value inside a list")
-            return [convert(value) if value is not None else "" for value in raw]
-        if len(raw) > 1:
-            if column_type is not STRING:
-                raise _Unconvertible("several values where the dictionary says VM 1")
-            return "\\".join(_text(value) if value is not None else "" for value in raw)
-        return convert(raw[0]) if raw and raw[0] is not None else None
-
-    def _converter(self, vr: str, column_type: ColumnType) -> Callable[[Any], Any]:
-        if vr == "PN":
-            return _person_name
-        if vr == "AT":
-            return _attribute_tag
-        if column_type is TIMESTAMP:
-            return self._timestamp
-        return _CONVERTERS[column_type]
+            self.dropped.append((element.name, path))
+            return column, [] if column.repeated else None
 
     def _timestamp(self, value: Any) -> datetime:
         return _datetime(value, self.default_offset)
@@ -236,8 +250,23 @@ class _Builder:
         if vr in BINARY_VRS or "BulkDataURI" in attribute or "InlineBinary" in attribute:
             self.dropped.append((key, path))
             return None
-        data = [_other_text(vr, value) for value in attribute.get("Value", [])]
-        return {"Tag": key, "Data": data}
+        values = attribute.get("Value", ())
+        if vr == "PN":
+            return {"Tag": key, "Data": [_person_name_text(value) for value in values]}
+        return {"Tag": key, "Data": ["" if value is None else str(value) for value in values]}
+
+
+def _values(column: Column, convert: Callable[[Any], Any], raw: Sequence[Any]) -> Any:
+    """The value of a column from an element's values other than a single one."""
+    if column.repeated:
+        if column.type is not STRING and any(value is None for value in raw):
+            raise _Unconvertible("an empty value inside a list")
+        return [convert(value) if value is not None else "" for value in raw]
+    if len(raw) > 1:
+        if column.type is not STRING:
+            raise _Unconvertible("several values where the dictionary says VM 1")
+        return "\\".join(str(value) if value is not None else "" for value in raw)
+    return None
 
 
 def _dictionary_choice(tag: int, vr: str) -> str:
@@ -252,7 +281,9 @@ def _dictionary_choice(tag: int, vr: str) -> str:
 
 
 def _default_offset(data: Mapping[str, Any]) -> tzinfo:
-    values = data.get(_TIMEZONE_OFFSET_TAG, {}).get("Value") or [None]
+    values = data.get(_TIMEZONE_OFFSET_TAG, {}).get("Value")
+    if not values:
+        return UTC
     try:
         return _offset(str(values[0]).strip())
     except (_Unconvertible, ValueError):
@@ -325,10 +356,6 @@ def _datetime(value: Any, default_offset: tzinfo) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _text(value: Any) -> str:
-    return str(value)
-
-
 def _float(value: Any) -> float:
     try:
         return float(value)  # also the strings "NaN", "Infinity", "-Infinity" of F.2.3
@@ -370,16 +397,17 @@ def _name_parts(text: Any) -> dict[str, str | None] | None:
     }
 
 
-def _other_text(vr: str, value: Any) -> str:
+def _person_name_text(value: Any) -> str:
+    """A Person Name in its DICOM form (`Yamada^Tarou=山田^太郎`), as OtherElements holds it."""
     if value is None:
         return ""
-    if vr == "PN" and isinstance(value, Mapping):
+    if isinstance(value, Mapping):
         return "=".join(str(value.get(group, "")) for group in _NAME_GROUPS).rstrip("=")
-    return _text(value)
+    return str(value)
 
 
 _CONVERTERS: Final[Mapping[ColumnType, Callable[[Any], Any]]] = {
-    STRING: _text,
+    STRING: str,
     INTEGER: _integer,
     FLOAT: _float,
     DATE: _date,

@@ -70,28 +70,28 @@ def merge_columns(existing: Iterable[Column], added: Iterable[Column]) -> tuple[
     RECORD columns merge field by field, recursively. Raise SchemaConflict when a column has
     another type or mode in each.
     """
-    return _merge(tuple(existing), tuple(added), "")
+    return union((existing, added))
 
 
 def union(schemas: Iterable[Iterable[Column]]) -> tuple[Column, ...]:
     """The union of many schemas, in the order their columns first appear."""
-    merged: tuple[Column, ...] = ()
+    return _union(schemas, "")
+
+
+def _union(schemas: Iterable[Iterable[Column]], prefix: str) -> tuple[Column, ...]:
+    result: dict[str, Column] = {}
     for columns in schemas:
-        merged = merge_columns(merged, columns)
-    return merged
-
-
-def _merge(
-    existing: tuple[Column, ...], added: tuple[Column, ...], prefix: str
-) -> tuple[Column, ...]:
-    result = {column.name: column for column in existing}
-    for column in added:
-        old = result.get(column.name)
-        if old is None:
-            result[column.name] = column
-        elif old.type is not column.type or old.repeated != column.repeated:
-            raise SchemaConflict(prefix + column.name, old, column)
-        elif old.type is ColumnType.RECORD and old.fields != column.fields:
-            fields = _merge(old.fields, column.fields, f"{prefix}{column.name}.")
-            result[column.name] = Column(old.name, old.type, old.repeated, fields)
+        for column in columns:
+            old = result.setdefault(column.name, column)
+            if old is not column and old != column:  # rows share their Column values
+                result[column.name] = _merged(old, column, prefix)
     return tuple(result.values())
+
+
+def _merged(old: Column, new: Column, prefix: str) -> Column:
+    if old.type is not new.type or old.repeated != new.repeated:
+        raise SchemaConflict(prefix + new.name, old, new)
+    if old.type is not ColumnType.RECORD:
+        return old
+    fields = _union((old.fields, new.fields), f"{prefix}{new.name}.")
+    return Column(old.name, old.type, old.repeated, fields)

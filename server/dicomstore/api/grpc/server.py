@@ -86,14 +86,17 @@ class GrpcServer:
         access_log: AccessLog,
         credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 32 * 1024 * 1024,
+        reuse_port: bool = False,
     ) -> None:
+        """`reuse_port`: share the port with the other processes of `--workers`
+        (SO_REUSEPORT); without it a port in use is an error, as it should be for one server."""
         self._access = AccessInterceptor(access_log)
         self._server = grpc.aio.server(
             interceptors=[self._access],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(reuse_port)),
             ],
         )
         for service, handlers in services:

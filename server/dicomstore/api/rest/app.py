@@ -40,6 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomstore.api.rest import ui
+from dicomstore.api.rest.cors import cors_middleware
 from dicomstore.api.rest.transcoder import JSON_MEDIA_TYPE, Service, Transcoder, http_rules
 from dicomstore.api.rest.verbs import UnknownVerbRoute
 from dicomstore.api.status import client_message, code_of_http, status_of
@@ -219,6 +221,29 @@ class AccessLogMiddleware:
             )
 
 
+class InternalErrorMiddleware:
+    """The 500 for anything unexpected, answered below CORSMiddleware so that it carries the
+    CORS headers too (AccessLogMiddleware, above CORS, answers it when CORS is off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        responded = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if responded or scope["type"] != "http":
+                raise  # AccessLogMiddleware logs it
+            await error_response(scope, exc)(scope, receive, send)
+
+
 def _raw_target(scope: Scope) -> str:
     raw = scope.get("raw_path")
     path = bytes(raw).split(b"?", 1)[0].decode("latin-1") if raw else scope["path"]
@@ -232,10 +257,12 @@ def create_app(
     *,
     extra_routes: Sequence[BaseRoute] = (),
     http_config: str = SERVICE_CONFIG_HTTP,
+    cors_origins: str = "",
 ) -> Starlette:
     """`serving()` tells whether the server accepts work (false while shutting down);
     `services` are the (descriptor, handlers) pairs the gRPC server serves too; `http_config` is
-    the text format of a `google.api.Http` whose rules override the methods' annotations."""
+    the text format of a `google.api.Http` whose rules override the methods' annotations;
+    `cors_origins` is `--cors-origins` ("": no CORS)."""
 
     async def healthz(request: Request) -> JSONResponse:
         if serving():
@@ -246,11 +273,17 @@ def create_app(
     resources = [*extra_routes, *transcoder.routes]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
+        *ui.routes(),
         UnknownVerbRoute(transcoder.verb_routes, resources),
         *resources,
     ]
+    middleware = [Middleware(AccessLogMiddleware, access_log=access_log)]
+    if cors_origins:
+        # Below the access log, which then logs preflights too; above the 500 for anything
+        # unexpected, which then carries the CORS headers like every other answer.
+        middleware += [cors_middleware(cors_origins), Middleware(InternalErrorMiddleware)]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLogMiddleware, access_log=access_log)],
+        middleware=middleware,
         exception_handlers={HTTPException: _handle_error, DicomStoreError: _handle_error},
     )

@@ -7,10 +7,10 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 
+from dicomstore.core.instance_pixels import InstancePixels
 from dicomstore.core.instances import Instances
 from dicomstore.core.names import DatasetName, DicomStoreName, LocationName
 from dicomstore.core.policy import DicomWebPolicy
-from dicomstore.core.ports import PixelWork
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
 
@@ -27,8 +27,8 @@ class DicomWebContext:
     stores: DicomStores
     policy: DicomWebPolicy
     max_instance_bytes: int
-    pixels: PixelWork
-    """Decoding, transcoding and rendering, in worker processes."""
+    pixels: InstancePixels
+    """Frames, rendered images and transcoding (in worker processes)."""
     public_url: str = ""
     """`--public-url`: the base of every absolute URL written; "" builds them from the request."""
 

@@ -41,9 +41,9 @@ mock and every DICOMweb client expect 404, and nothing here controls access yet
 INVALID_ARGUMENT.
 
 Bodies stream: stored bytes go from `BlobStore.read` chunks to the socket, transcoded ones
-piece by piece with one job ahead (`core.pixels`), bulk data is read range by range off the
-event loop, metadata is encoded in batches, so memory stays bounded whatever the size of the
-study.
+piece by piece with one job ahead (`core.instance_pixels`), bulk data is read range by range off
+the event loop (`BlobStore.open_file`: on Cloud Storage, ranged requests), metadata is encoded
+in batches, so memory stays bounded whatever the size of the study.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -81,7 +81,6 @@ from dicomstore.api.rest.dicomweb.parts import (
     one_part,
     part_head,
 )
-from dicomstore.core import pixels
 from dicomstore.core.errors import NotFound, invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.core.names import DicomStoreName
@@ -94,8 +93,6 @@ from dicomstore.dicom.values import InstanceFile, StoredValue
 METADATA_BATCH: Final = 100
 #: Bytes of a bulk data value read at a time.
 VALUE_CHUNK: Final = 1 << 20
-#: Instances a worker job checks at a time before a transcoded answer starts.
-CHECK_BATCH: Final = 50
 
 _TAG_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[0-9]+/[0-9A-Fa-f]{8})*")
 
@@ -168,12 +165,8 @@ class _Wado:
         """400 before the answer starts if an instance cannot be produced in `target`."""
         if target in NATIVE_OUTPUTS:
             return  # every decodable image goes to a native syntax
-        paths = [str(self._blobs.local_path(i)) for i in found if _transcoded(i, target)]
-        for start in range(0, len(paths), CHECK_BATCH):
-            try:
-                await self._pixels.check_transcode(paths[start : start + CHECK_BATCH], target)
-            except FileNotFoundError:
-                continue  # deleted since the lookup: left out of the body below
+        # Instances deleted since the lookup are left out here and in the body below.
+        await self._pixels.check_transcode([i for i in found if _transcoded(i, target)], target)
 
     async def _body(self, instance: StoredInstance, target: str) -> AsyncIterator[bytes] | None:
         """The instance's bytes in `target`; None if it was deleted since the lookup.
@@ -183,10 +176,8 @@ class _Wado:
         if not _transcoded(instance, target):
             return await self._blobs.open(instance)
         try:
-            return await pixels.transcoded(
-                self._pixels, str(self._blobs.local_path(instance)), target
-            )
-        except FileNotFoundError:
+            return await self._pixels.transcoded(instance, target)
+        except NotFound:
             return None
 
     async def _instance_parts(
@@ -281,7 +272,8 @@ class _Wado:
         chosen = negotiate(accept_ranges(request), offers, any_syntax)
         if chosen is None:
             raise not_acceptable(request, offers)
-        opened = await asyncio.to_thread(self._open_value, instance, path)
+        blob = await self._blobs.open_file(instance)
+        opened = await asyncio.to_thread(self._open_value, instance, blob, path)
         headers = {}
         if opened is None:
             body = self._decoded_pixel_data(instance)
@@ -299,12 +291,17 @@ class _Wado:
             media_type=multipart_media_type(OCTET_STREAM, boundary),
         )
 
+    @staticmethod
     def _open_value(
-        self, instance: StoredInstance, path: str
+        instance: StoredInstance, blob: BinaryIO, path: str
     ) -> tuple[InstanceFile, StoredValue] | None:
-        """Open the blob and find the value (in a worker thread); None for compressed Pixel
-        Data, which the pixel workers decode."""
-        file = InstanceFile.open(self._blobs.local_path(instance))
+        """Parse the blob and find the value (in a worker thread); None for compressed Pixel
+        Data, which the pixel workers decode. The blob is closed unless the value is found."""
+        try:
+            file = InstanceFile(blob)
+        except BaseException:
+            blob.close()
+            raise
         try:
             value = file.value(path)
         except EncapsulatedPixelData:
@@ -320,12 +317,9 @@ class _Wado:
 
     async def _decoded_pixel_data(self, instance: StoredInstance) -> AsyncIterator[bytes]:
         """Compressed Pixel Data decoded: every frame native, little endian, one after another."""
-        path = str(self._blobs.local_path(instance))
         frames = range(1, instance.number_of_frames + 1)
         length = 0
-        async for frame in pixels.frames(
-            self._pixels, path, frames, NATIVE_FRAME, instance.transfer_syntax_uid
-        ):
+        async for frame in self._pixels.frames(instance, frames, NATIVE_FRAME):
             length += len(frame)
             yield frame
         if length % 2:

@@ -18,8 +18,8 @@ A frame number outside 1..Number of Frames is 400 INVALID_ARGUMENT naming the va
 (docs/google-behaviour.md#retrieve-bad-request), checked before any pixel work; an instance without
 Pixel Data is 400 too. The first frame is produced before the answer starts, so an impossible
 encoding (JPEG of 16-bit data) is a 400 in Google's words, and a media type this server never
-produces is 406 listing those it does. Frames are produced by the pixel workers, one job ahead
-(`core.pixels`).
+produces is 406 listing those it does. Frames are read from their byte range of the blob when
+stored native, or produced by the pixel workers, one job ahead (`core.instance_pixels`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from dicomstore.api.rest.dicomweb.parts import (
     multipart_media_type,
     part_head,
 )
-from dicomstore.core import pixels
 from dicomstore.core.errors import invalid
 from dicomstore.core.model import StoredInstance
 from dicomstore.dicom.multipart import new_boundary
@@ -167,15 +166,13 @@ class _PixelResources:
         chosen = negotiate(accept_ranges(request), offers, _default_frame_syntax)
         if chosen is None:
             raise not_acceptable(request, offers)
-        path = str(self._context.instances.local_path(instance))
         media = _job_media(chosen)
-        stored = instance.transfer_syntax_uid
-        first = await self._pixels.frame(path, numbers[0], media, stored)
+        first = await self._pixels.frame(instance, numbers[0], media)
         part_type = _part_type(chosen, instance)
         if not chosen.multipart:
             return Response(first, media_type=part_type)
         boundary = new_boundary()
-        rest = pixels.frames(self._pixels, path, numbers[1:], media, stored)
+        rest = self._pixels.frames(instance, numbers[1:], media)
         url = self._instance_url(request, instance)
         return StreamingResponse(
             _frame_parts(numbers, first, rest, boundary, part_type, url),
@@ -198,8 +195,7 @@ class _PixelResources:
         if chosen is None:
             raise not_acceptable(request, offers)
         options = self._render_options(request, chosen.part_type)
-        path = str(self._context.instances.local_path(instance))
-        image = await self._pixels.render(path, number, options)
+        image = await self._pixels.render(instance, number, options)
         return Response(image, media_type=chosen.part_type)
 
     def _render_options(self, request: Request, media_type: str) -> RenderOptions:
