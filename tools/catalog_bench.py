@@ -1,13 +1,26 @@
-"""Time the QIDO-RS mix on a catalog of 100,000 instances: SQLite, and PostgreSQL when named.
+"""Time the QIDO-RS mix of `dicomstore-dicomweb-bench` on a generated catalog: SQLite, and
+PostgreSQL when named.
 
-    python tools/catalog_bench.py [--postgres postgresql://...] [--studies 5000] [--queries 100]
+    python tools/catalog_bench.py [--instances 100000] [--queries 200]
+        [--sqlite PATH] [--postgres postgresql://...] [--skip-sqlite]
 
-Fills each catalog through the Catalog port (no HTTP, no blobs): --studies studies of 20
-instances in 2 series, two studies per patient, about 3 studies a day, loaded 20 instances a
-transaction at concurrency 8; then runs each kind of query of the mix --queries times at
-concurrency 1 (`Catalog.search`, as QIDO-RS calls it) and prints p50 and p99 per kind and for
-the whole mix, in milliseconds. The PostgreSQL database must be empty; it is ANALYZEd after the
-load (as autovacuum would do soon after). Every query must match; the run fails otherwise.
+The catalog holds the benchmark's corpus (`dicomstore_bench.corpus`: studies of 10 instances in
+2 series of 5, two studies per patient, about 3 studies a day in scattered order, 8 modalities),
+generated here as the values the ingest path would index, and written through the Catalog port
+(`add_instances`, 50 studies a transaction at concurrency 4: no HTTP, no Part 10 parsing, no
+blobs). A catalog already holding the store (`--sqlite PATH` of an earlier run, or a loaded
+PostgreSQL database) is reused as it is, so that one generated catalog can be searched by two
+versions of the code. PostgreSQL is ANALYZEd after the load (as autovacuum would do soon after);
+for 1,000,000 instances, copy a SQLite catalog this loaded with `tools/catalog_to_postgres.py`
+(the port needs about two round trips an instance there).
+
+Then each kind of query runs --queries times at concurrency 1 through `Search` (the request
+parsed as QIDO-RS parses it, results built as DICOM JSON) and p50 / p99 are printed per kind and
+for the whole mix, in milliseconds. The kinds are the HTTP benchmark's five (studies by
+PatientID, by a 7-day StudyDate range, by AccessionNumber; series of a study by Modality;
+instances of a series), plus one in standard mode: studies by a PatientName prefix (`SMIT*`: an
+eighth of the patients, spread over the store; the corpus's names differ only there).
+Every query must match; the run fails otherwise.
 """
 
 from __future__ import annotations
@@ -20,158 +33,176 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from dicomstore.catalog.postgres import PostgresCatalog
 from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.core.errors import AlreadyExists
 from dicomstore.core.model import Dataset, DicomStore, NewInstance, NewInstanceRow
 from dicomstore.core.names import DatasetName, DicomStoreName
+from dicomstore.core.policy import GOOGLE, STANDARD, DicomWebPolicy
 from dicomstore.core.ports import Catalog
-from dicomstore.core.queries import Condition, Level, MatchKind, Query
+from dicomstore.core.queries import Level
+from dicomstore.core.search import Search, parse_request
+from dicomstore_bench.corpus import PER_SERIES, PER_STUDY, Corpus, Ids
 
 STORE = DicomStoreName(DatasetName.parse("projects/p/locations/l/datasets/d"), "s")
-PER_SERIES, SERIES = 10, 2
-MODALITIES = ("CT", "MR", "US", "CR", "DX")
-SURNAMES = ("SMITH", "JONES", "MÜLLER", "GARCIA", "NGUYEN", "KOWALSKI", "ROSSI", "DUBOIS")
-DAY0 = dt.date(2020, 1, 1)
-#: The attributes an instance-level search shows (its default selection, roughly).
-INSTANCE_TAGS = ("00080016", "00080018", "00080056", "00200013", "00280010", "00280011")
+SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+STUDIES_PER_WRITE = 50
+#: Patient names are SURNAME^P{number}, the surname the number's remainder by 8 (the corpus's
+#: BENCH^P{number} gives every patient one surname).
+SURNAMES = ("SMITH", "JONES", "MULLER", "GARCIA", "NGUYEN", "KOWALSKI", "ROSSI", "DUBOIS")
+#: The template's constant attributes (`dicomstore_bench.corpus.Template`) by keyword and tag.
+CONSTANT_STUDY = {
+    "SpecificCharacterSet": ("00080005", "CS", "ISO_IR 100"),
+    "StudyTime": ("00080030", "TM", "120000"),
+    "ReferringPhysicianName": ("00080090", "PN", "BENCH^REFERRER"),
+    "StudyDescription": ("00081030", "LO", "dicomstore-dicomweb-bench"),
+    "PatientBirthDate": ("00100030", "DA", "19700101"),
+    "PatientSex": ("00100040", "CS", "O"),
+    "StudyID": ("00200010", "SH", "1"),
+}
+
+#: One query: its kind, level, parameters, scope (study_uid / series_uid) and policy.
+Request = tuple[str, Level, list[tuple[str, str]], dict[str, str], DicomWebPolicy]
 
 
-def one(vr: str, value: object) -> dict[str, object]:
+def element(vr: str, value: object) -> dict[str, Any]:
+    if vr == "PN":
+        return {"vr": vr, "Value": [{"Alphabetic": value}]}
     return {"vr": vr, "Value": [value]}
 
 
-def study_instances(n: int) -> list[NewInstance]:
-    """The 20 instances of study `n`."""
-    study = f"1.2.826.0.1.3680043.10.{n}"
-    patient, accession = f"P{n // 2:09d}", f"A{n:09d}"
-    name = f"{SURNAMES[n // 2 % len(SURNAMES)]}^PATIENT{n // 2}"
-    date = (DAY0 + dt.timedelta(days=n // 3)).strftime("%Y%m%d")
-    study_json = {
-        "00080020": one("DA", date),
-        "00080050": one("SH", accession),
-        "00100010": {"vr": "PN", "Value": [{"Alphabetic": name}]},
-        "00100020": one("LO", patient),
-        "0020000D": one("UI", study),
-        "00081030": one("LO", "BENCH STUDY"),
+def new_instance(ids: Ids) -> NewInstance:
+    """What the ingest path records of the corpus instance `ids`."""
+    name = f"{SURNAMES[ids.patient % len(SURNAMES)]}^P{ids.patient:09d}"
+    patient, accession = f"P{ids.patient:09d}", ids.study
+    study = {tag: element(vr, value) for tag, vr, value in CONSTANT_STUDY.values()}
+    study |= {
+        "00080020": element("DA", ids.date),
+        "00080050": element("SH", f"A{accession:09d}"),
+        "00100010": element("PN", name),
+        "00100020": element("LO", patient),
+        "0020000D": element("UI", ids.study_uid),
     }
-    out = []
-    for s in range(SERIES):
-        series, modality = f"{study}.{s + 1}", MODALITIES[(n + s) % len(MODALITIES)]
-        series_json = {"00080060": one("CS", modality), "0020000E": one("UI", series)}
-        for i in range(PER_SERIES):
-            sop = f"{series}.{i + 1}"
-            instance_json = {
-                "00080016": one("UI", "1.2.840.10008.5.1.4.1.1.7"),
-                "00080018": one("UI", sop),
-                "00200013": one("IS", i + 1),
-                "00280010": one("US", 512),
-                "00280011": one("US", 512),
-            }
-            out.append(
-                NewInstance(
-                    study_uid=study,
-                    series_uid=series,
-                    sop_uid=sop,
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    study_attributes=study_json,
-                    series_attributes=series_json,
-                    metadata={**study_json, **series_json, **instance_json},
-                    attributes={
-                        "StudyInstanceUID": study,
-                        "SeriesInstanceUID": series,
-                        "SOPInstanceUID": sop,
-                        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7",
-                        "PatientName": name,
-                        "PatientID": patient,
-                        "AccessionNumber": accession,
-                        "StudyDate": date,
-                        "Modality": modality,
-                        "StudyDescription": "BENCH STUDY",
-                        "InstanceNumber": str(i + 1),
-                    },
-                )
-            )
-    return out
+    series = {
+        "00080060": element("CS", ids.modality),
+        "0008103E": element("LO", "10 KB instances"),
+        "0020000E": element("UI", ids.series_uid),
+        "00200011": element("IS", ids.series + 1),
+    }
+    instance = {
+        "00080016": element("UI", SOP_CLASS),
+        "00080018": element("UI", ids.sop_uid),
+        "00200013": element("IS", ids.instance + 1),
+        "00280010": element("US", 100),
+        "00280011": element("US", 100),
+        "00280100": element("US", 8),
+    }
+    attributes = {keyword: str(value) for keyword, (_, _, value) in CONSTANT_STUDY.items()}
+    attributes |= {
+        "StudyInstanceUID": ids.study_uid,
+        "StudyDate": ids.date,
+        "AccessionNumber": f"A{accession:09d}",
+        "PatientName": name,
+        "PatientID": patient,
+        "SeriesInstanceUID": ids.series_uid,
+        "Modality": ids.modality,
+        "SeriesNumber": str(ids.series + 1),
+        "SeriesDescription": "10 KB instances",
+        "SOPClassUID": SOP_CLASS,
+        "SOPInstanceUID": ids.sop_uid,
+        "InstanceNumber": str(ids.instance + 1),
+        "Rows": "100",
+        "Columns": "100",
+        "BitsAllocated": "8",
+    }
+    return NewInstance(
+        study_uid=ids.study_uid,
+        series_uid=ids.series_uid,
+        sop_uid=ids.sop_uid,
+        sop_class_uid=SOP_CLASS,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_attributes=study,
+        series_attributes=series,
+        metadata={**study, **series, **instance},
+        attributes=attributes,
+    )
 
 
-async def fill(catalog: Catalog, studies: int) -> float:
-    """Load the studies; the seconds it took."""
-    await catalog.create_dataset(Dataset(STORE.dataset))
+def corpus(studies: int) -> Corpus:
+    """The HTTP benchmark's numbering for a store of `studies` studies."""
+    return Corpus(1, max(7, studies // 3))
+
+
+async def fill(catalog: Catalog, studies: int) -> float | None:
+    """Load the studies into an empty catalog: the seconds it took; None if already loaded."""
+    try:
+        await catalog.create_dataset(Dataset(STORE.dataset))
+    except AlreadyExists:
+        return None
     await catalog.create_dicom_store(DicomStore(STORE))
-    gate = asyncio.Semaphore(8)
+    numbering, gate = corpus(studies), asyncio.Semaphore(4)
 
-    async def load(n: int) -> None:
+    async def load(first: int) -> None:
         async with gate:
+            last = min(studies, first + STUDIES_PER_WRITE) * PER_STUDY
+            news = [new_instance(numbering.ids(k)) for k in range(first * PER_STUDY, last)]
             rows = [
-                NewInstanceRow(await catalog.reserve_instance_key(STORE), new, 1000)
-                for new in study_instances(n)
+                NewInstanceRow(await catalog.reserve_instance_key(STORE), new, 10_898)
+                for new in news
             ]
             refusals = await catalog.add_instances(rows, visible=True)
             assert not any(refusals), refusals
 
     started = time.perf_counter()
-    await asyncio.gather(*(load(n) for n in range(studies)))
+    await asyncio.gather(*(load(n) for n in range(0, studies, STUDIES_PER_WRITE)))
     return time.perf_counter() - started
 
 
-def exact(keyword: str, value: str) -> Condition:
-    return Condition(keyword, MatchKind.EXACT, (value,))
+def requests(studies: int, queries: int, rng: random.Random) -> list[Request]:
+    """The mix: `dicomstore-dicomweb-bench`'s five kinds (as it draws them) and two more."""
+    numbering = corpus(studies)
 
+    def any_study() -> Ids:
+        return numbering.ids(rng.randrange(studies) * PER_STUDY)
 
-def mix(studies: int, rng: random.Random) -> dict[str, Callable[[], Query]]:
-    """Each kind of query, as a maker of a query that matches."""
-
-    def any_study() -> int:
-        return rng.randrange(studies)
-
-    def date_range() -> Query:
-        start = DAY0 + dt.timedelta(days=any_study() // 3)
-        window = (start.strftime("%Y%m%d"), (start + dt.timedelta(days=6)).strftime("%Y%m%d"))
-        return Query(Level.STUDIES, conditions=(Condition("StudyDate", MatchKind.RANGE, window),))
-
-    def series_by_modality() -> Query:
-        n = any_study()
-        return Query(
-            Level.SERIES,
-            study_uid=f"1.2.826.0.1.3680043.10.{n}",
-            conditions=(exact("Modality", MODALITIES[n % len(MODALITIES)]),),
+    out: list[Request] = []
+    for _ in range(queries):
+        patient = any_study().patient
+        out.append(
+            ("studies by PatientID", Level.STUDIES, [("PatientID", f"P{patient:09d}")], {}, GOOGLE)
         )
-
-    def instances_of_series() -> Query:
-        study = f"1.2.826.0.1.3680043.10.{any_study()}"
-        return Query(
-            Level.INSTANCES,
-            study_uid=study,
-            series_uid=f"{study}.{rng.randrange(SERIES) + 1}",
-            attributes=INSTANCE_TAGS,
+        start = dt.datetime.strptime(any_study().date, "%Y%m%d")
+        window = f"{start:%Y%m%d}-{start + dt.timedelta(days=6):%Y%m%d}"
+        out.append(
+            ("studies by StudyDate range", Level.STUDIES, [("StudyDate", window)], {}, GOOGLE)
         )
-
-    def name_prefix() -> Query:
-        n = any_study()
-        pattern = f"{SURNAMES[n // 2 % len(SURNAMES)]}^PATIENT{n // 2}*"
-        return Query(
-            Level.STUDIES, conditions=(Condition("PatientName", MatchKind.WILDCARD, (pattern,)),)
+        number = any_study().study
+        accession = [("AccessionNumber", f"A{number:09d}")]
+        out.append(("studies by AccessionNumber", Level.STUDIES, accession, {}, GOOGLE))
+        study = any_study()
+        scope = {"study_uid": study.study_uid}
+        modality = [("Modality", study.modality)]
+        out.append(("series of a study by Modality", Level.SERIES, modality, scope, GOOGLE))
+        series = numbering.ids(rng.randrange(studies) * PER_STUDY + rng.choice((0, PER_SERIES)))
+        scope = {"study_uid": series.study_uid, "series_uid": series.series_uid}
+        out.append(("instances of a series", Level.INSTANCES, [], scope, GOOGLE))
+        # A surname: an eighth of the patients, spread over the whole store.
+        prefix = f"{SURNAMES[rng.randrange(len(SURNAMES))][:4]}*"
+        out.append(
+            (
+                "studies by PatientName prefix",
+                Level.STUDIES,
+                [("PatientName", prefix)],
+                {},
+                STANDARD,
+            )
         )
-
-    return {
-        "studies by PatientID": lambda: Query(
-            Level.STUDIES, conditions=(exact("PatientID", f"P{any_study() // 2:09d}"),)
-        ),
-        "studies by StudyDate range": date_range,
-        "studies by AccessionNumber": lambda: Query(
-            Level.STUDIES, conditions=(exact("AccessionNumber", f"A{any_study():09d}"),)
-        ),
-        "studies by PatientName prefix": name_prefix,
-        "series of a study by Modality": series_by_modality,
-        "instances of a series": instances_of_series,
-        "instances, first page": lambda: Query(Level.INSTANCES, attributes=INSTANCE_TAGS),
-    }
+    return out
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -183,47 +214,47 @@ async def measure(name: str, catalog: Catalog, studies: int, queries: int) -> No
     await catalog.open()
     try:
         seconds = await fill(catalog, studies)
-        if isinstance(catalog, PostgresCatalog):
-            await catalog._write(lambda db: db.execute("ANALYZE"))
-        print(f"{name}: loaded {studies * 20} instances in {seconds:.0f} s", flush=True)
-        everything: list[float] = []
-        for kind, make in mix(studies, random.Random(20241122)).items():
-            times = []
-            for _ in range(queries):
-                query = make()
-                started = time.perf_counter()
-                found = await catalog.search(STORE, query)
-                times.append((time.perf_counter() - started) * 1000)
-                if not found:
-                    sys.exit(f"{name}: {kind}: no match for {query}")
-            everything += times
+        if seconds is not None:
+            if isinstance(catalog, PostgresCatalog):
+                await catalog._write(lambda db: db.execute("ANALYZE"))
+            print(f"{name}: loaded {studies * PER_STUDY} instances in {seconds:.0f} s", flush=True)
+        search = Search(catalog)
+        mix = requests(studies, queries, random.Random(20241122))
+        for _, level, params, scope, policy in mix[:50]:  # warm-up
+            await search.search(STORE, parse_request(level, params, policy, **scope))
+        times: dict[str, list[float]] = {kind: [] for kind, *_ in mix}
+        for kind, level, params, scope, policy in mix:
+            started = time.perf_counter()
+            found = await search.search(STORE, parse_request(level, params, policy, **scope))
+            times[kind].append((time.perf_counter() - started) * 1000)
+            if not found:
+                sys.exit(f"{name}: {kind}: no match for {params} {scope}")
+        everything = [t for kind in times.values() for t in kind]
+        for kind, values in [*times.items(), ("mix", everything)]:
             print(
-                f"{name:10} {kind:32} p50 {statistics.median(times):7.2f} ms"
-                f"  p99 {percentile(times, 0.99):7.2f} ms",
+                f"{name:10} {kind:32} p50 {statistics.median(values):7.2f} ms"
+                f"  p99 {percentile(values, 0.99):7.2f} ms",
                 flush=True,
             )
-        print(
-            f"{name:10} {'mix':32} p50 {statistics.median(everything):7.2f} ms"
-            f"  p99 {percentile(everything, 0.99):7.2f} ms",
-            flush=True,
-        )
     finally:
         await catalog.close()
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres", help="an empty PostgreSQL database's URL")
-    parser.add_argument("--studies", type=int, default=5000)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200, help="of each kind")
+    parser.add_argument("--sqlite", type=Path, help="the SQLite catalog file, kept (reused)")
+    parser.add_argument("--postgres", help="a PostgreSQL database's URL (empty, or loaded)")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
+    studies = max(1, args.instances // PER_STUDY)
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory() as folder:
-            catalog = SqliteCatalog(Path(folder) / "catalog.sqlite")
-            await measure("sqlite", catalog, args.studies, args.queries)
+            path = args.sqlite or Path(folder) / "catalog.sqlite"
+            await measure("sqlite", SqliteCatalog(path), studies, args.queries)
     if args.postgres:
-        await measure("postgresql", PostgresCatalog(args.postgres), args.studies, args.queries)
+        await measure("postgresql", PostgresCatalog(args.postgres), studies, args.queries)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ from dicomstore.core.operations import Operations
 from dicomstore.core.paging import PageTokens
 from dicomstore.core.policy import POLICIES
 from dicomstore.core.ports import CloudStorage
-from dicomstore.core.recovery import recover
+from dicomstore.core.processes import new_owner
+from dicomstore.core.recovery import Janitor, recover
 from dicomstore.core.search import Search
 from dicomstore.core.stores import DicomStores
 from dicomstore.core.streaming import Streaming
@@ -98,7 +99,7 @@ class App:
 
     A `worker` is one of the processes of `--workers` (`dicomstore.supervisor`): it shares its
     ports and data directory with the others, and leaves start-up recovery to its supervisor,
-    which ran it before any worker started (it would remove what another worker is storing).
+    which ran it before any worker started; its `Janitor` removes what a worker that died left.
     """
 
     def __init__(self, settings: Settings, *, worker: bool = False) -> None:
@@ -116,6 +117,8 @@ class App:
         self.grpc: GrpcServer | None = None
         self.http_app: Starlette | None = None  # the ASGI app uvicorn serves (tests use it too)
         self.operations: Operations | None = None
+        self.owner = new_owner()  # this process's id in the catalog's leases
+        self.janitor: Janitor | None = None
         self.storage: CloudStorage | None = None
         self.streaming: Streaming | None = None
         self.grpc_port = 0
@@ -135,9 +138,13 @@ class App:
         self._sock = sock = _bind(settings, worker=self.worker)
         credentials = self._credentials()  # unreadable certificate files: before any creation
         await self.catalog.open()
+        await self.blobs.open()
+        # The liveness lease comes first: from then on no other process removes what this one
+        # writes (core.recovery).
+        self.janitor = Janitor(self.catalog, self.blobs, self.owner)
+        await self.janitor.start()
         if not self.worker:
-            await self.blobs.open()
-            await recover(self.catalog, self.blobs)
+            await recover(self.catalog, self.blobs, self.owner)
         tokens = PageTokens(await self.catalog.setting("page_token_key", os.urandom(32)))
         self.http_port = sock.getsockname()[1]
         operations = Operations(
@@ -145,6 +152,7 @@ class App:
             tokens,
             concurrency=settings.operation_workers,
             logs_base_url=settings.public_url or _own_url(settings.host, self.http_port),
+            owner=self.owner,
         )
         self.operations = operations
         stores = DicomStores(self.catalog, self.blobs, tokens)
@@ -265,6 +273,8 @@ class App:
             await self.operations.close()
         if self.streaming is not None:
             await self.streaming.close()
+        if self.janitor is not None:
+            await self.janitor.close()
         await self.pixels.close()
         if self.storage is not None:
             await self.storage.close()

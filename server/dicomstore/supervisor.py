@@ -1,12 +1,12 @@
 """`dicomstore serve --workers N`: a supervisor and N server processes sharing ports and data.
 
 The supervisor checks the data directory and reserves both ports (with port 0, picking free
-ones), runs start-up recovery once (`core.recovery`: crash leftovers removed, every operation
-lease released) while no worker runs, then starts the workers, each a fresh interpreter
-(`python -m dicomstore.cli serve ... --worker-pipe FD`: spawned, never forked, so no worker
-inherits grpcio's threads). Each worker binds both ports with SO_REUSEPORT, so the kernel spreads
-connections over them, and writes `ready` to its pipe once it serves (or `failed REASON` if it
-cannot start). The supervisor logs "serving" once every worker is ready.
+ones), runs start-up recovery once (`core.recovery`: what the processes of the last run left
+removed, their operation leases released) while no worker runs, then starts the workers, each
+a fresh interpreter (`python -m dicomstore.cli serve ... --worker-pipe FD`: spawned, never
+forked, so no worker inherits grpcio's threads). Each worker binds both ports with SO_REUSEPORT,
+so the kernel spreads connections over them, and writes `ready` to its pipe once it serves (or
+`failed REASON` if it cannot start). The supervisor logs "serving" once every worker is ready.
 
 A worker that dies is started again, after a pause that doubles (up to `MAX_BACKOFF_S`) while
 workers keep dying young. A worker that fails `START_FAILURES` times in a row before it is ready
@@ -37,7 +37,7 @@ from dicomstore import config, startup
 from dicomstore.blobs.choice import blob_store
 from dicomstore.catalog.choice import catalog_for
 from dicomstore.config import Settings
-from dicomstore.core.errors import DicomStoreError, FailedPrecondition
+from dicomstore.core.errors import DicomStoreError
 from dicomstore.core.recovery import recover
 
 log = logging.getLogger("dicomstore")
@@ -259,15 +259,6 @@ class Supervisor:
 
 
 async def supervise(settings: Settings) -> None:
-    if settings.blobs:
-        # A blob store's `open` also discards what a crash left (partial files, the folder of
-        # local copies of Cloud Storage blobs): run in every worker it would remove another
-        # worker's work in progress. The local folder needs no opening in a worker; a bucket's
-        # client does, and the blob port has no open-without-cleanup yet.
-        raise FailedPrecondition(
-            f"--workers {settings.workers} cannot be combined with --blobs yet: run one process"
-            " per data directory with Cloud Storage blobs"
-        )
     supervisor = Supervisor(settings)
     catalog = settings.catalog_path
     startup.check_data_dir(

@@ -9,7 +9,9 @@ a new bucket of the session's emulator)."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -184,6 +186,15 @@ async def test_instance_keys_lists_written_blobs_per_store(blobs: BlobStore) -> 
     assert await blobs.instance_keys(3) == set()
 
 
+async def test_instance_ages_are_those_of_the_blobs_just_written(blobs: BlobStore) -> None:
+    await blobs.write(4, 10, io.BytesIO(b"DICM"))
+    await blobs.write(4, 11, io.BytesIO(b"DICM"))
+    ages = await blobs.instance_ages(4)
+    assert set(ages) == {10, 11}
+    assert all(-60 < age < 60 for age in ages.values())  # an emulator's clock may differ a bit
+    assert await blobs.instance_ages(5) == {}
+
+
 async def test_delete_removes_one_blob_and_tolerates_absent(blobs: BlobStore) -> None:
     await blobs.write(1, 5, io.BytesIO(b"a"))
     await blobs.write(1, 6, io.BytesIO(b"b"))
@@ -268,16 +279,43 @@ def plant(folder: Path) -> None:
     (folder / "sub" / "2").write_bytes(b"DICM")
 
 
-async def test_open_removes_partial_writes_and_keeps_blobs(tmp_path: Path) -> None:
+def dead_pid() -> int:
+    """The pid of a process that has ended (not reused so soon)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+async def test_open_removes_nothing(tmp_path: Path) -> None:
+    first = LocalBlobStore(tmp_path / "blobs")
+    await first.open()
+    partial = first.local_path(3, 2).with_name(f"2.{dead_pid()}.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"half")
+    again = LocalBlobStore(tmp_path / "blobs")
+    await again.open()  # another process opening the folder while this one writes
+    assert partial.exists()
+
+
+async def test_remove_leftovers_removes_partial_writes_of_dead_processes_only(
+    tmp_path: Path,
+) -> None:
     first = LocalBlobStore(tmp_path / "blobs")
     await first.open()
     await first.write(3, 1, io.BytesIO(b"complete"))
-    partial = first.local_path(3, 2).with_suffix(".partial")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.write_bytes(b"half")  # what a crash in the middle of a write leaves
+    folder = first.local_path(3, 2).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    dead = folder / f"2.{dead_pid()}.partial"  # what a crash in the middle of a write leaves
+    unnamed = folder / "258.partial"  # written before partial files named their process
+    running = folder / f"514.{os.getpid()}.partial"  # a write in progress
+    for partial in (dead, unnamed, running):
+        partial.write_bytes(b"half")
     again = LocalBlobStore(tmp_path / "blobs")
     await again.open()
-    assert not partial.exists()
+    await again.remove_leftovers()
+    assert not dead.exists()
+    assert not unnamed.exists()
+    assert running.exists()
     assert await again.instance_keys(3) == {1}
 
 
@@ -400,7 +438,7 @@ async def test_gcs_blobs_are_objects_under_the_prefix(
     ]
 
 
-async def test_gcs_store_opened_again_sees_its_blobs_and_drops_old_copies(
+async def test_gcs_remove_leftovers_drops_the_copies_of_dead_processes_only(
     fake_gcs_url: str, gcs_bucket: str, tmp_path: Path
 ) -> None:
     first = gcs_store(fake_gcs_url, gcs_bucket, tmp_path)
@@ -408,10 +446,16 @@ async def test_gcs_store_opened_again_sees_its_blobs_and_drops_old_copies(
     await first.write(4, 10, io.BytesIO(b"DICM"))
     async with first.local_file(4, 10) as copy:
         assert copy.is_relative_to(tmp_path / "spool")
-    # A crash: no close, the copy stays behind.
+    # A crash left the copies of a process that is gone.
+    crashed = tmp_path / "spool" / f"{dead_pid()}-abcd"
+    crashed.mkdir()
+    (crashed / "4-10-1.dcm").write_bytes(b"DICM")
     again = gcs_store(fake_gcs_url, gcs_bucket, tmp_path)
     await again.open()
-    assert not copy.exists()
+    assert crashed.exists()  # opening removes nothing
+    await again.remove_leftovers()
+    assert not crashed.exists()
+    assert copy.exists()  # this process's own copies stay
     assert await again.instance_keys(4) == {10}
     await again.close()
     await first.close()

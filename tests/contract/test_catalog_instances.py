@@ -73,6 +73,8 @@ async def test_added_instance_counts_in_metrics(stores: Catalog) -> None:
     assert (metrics.study_count, metrics.series_count, metrics.instance_count) == (1, 1, 1)
     assert metrics.blob_storage_size_bytes == 1234
     assert metrics.structured_storage_size_bytes > 0
+    counts = (metrics.study_count, metrics.structured_storage_size_bytes)
+    assert all(type(count) is int for count in counts)  # not a driver's Decimal
 
 
 async def test_invisible_instances_appear_together_when_committed(stores: Catalog) -> None:

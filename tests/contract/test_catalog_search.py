@@ -284,6 +284,27 @@ async def test_deleted_and_aborted_instances_leave_the_index(
     ]
 
 
+async def test_a_study_is_found_by_the_values_of_its_visible_instances_only(
+    stores: Catalog, corpus: list[InstanceKey]
+) -> None:
+    """Studies searches read study-level values once per study; a value only a deleted or an
+    invisible instance of the study carried finds nothing, at once and after more writes."""
+    odd = await stored(
+        stores, instance("1.1", "1.1.1", "1.1.1.7", patient="Odd^One", date="20010101")
+    )
+    await stored(stores, instance("1.1", "1.1.3", "1.1.3.1", patient_id="P8"), visible=False)
+    prefix = Condition("PatientName", MatchKind.WILDCARD, ("Odd*",))
+    dates = Condition("StudyDate", MatchKind.RANGE, ("20000101", "20021231"))
+    for condition in (prefix, dates):
+        assert await found(stores, Query(Level.STUDIES, conditions=(condition,))) == ["1.1"]
+    await stores.delete_instance(odd)
+    for condition in (prefix, dates, exact("PatientID", "P8")):
+        assert await found(stores, Query(Level.STUDIES, conditions=(condition,))) == []
+    # Another instance of the study with the value finds it again.
+    await stored(stores, instance("1.1", "1.1.1", "1.1.1.8", patient="Odd^Two"))
+    assert await found(stores, Query(Level.STUDIES, conditions=(prefix,))) == ["1.1"]
+
+
 async def test_search_stays_within_its_store(stores: Catalog, corpus: list[InstanceKey]) -> None:
     await stored(stores, instance("1.1", "1.1.1", "1.1.1.1", patient_id="P9"), OTHER_STORE)
     assert await found(stores, Query(Level.INSTANCES), OTHER_STORE) == ["1.1.1.1"]

@@ -9,10 +9,14 @@ Which process answered a request is read from the access log, whose lines name t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,10 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.e2e.operations import wait_done
 from tests.e2e.server import ServerProcess, external_target, launch, start_server
+from tests.e2e.test_replicas import MULTIPART, paused_multipart
+from tests.e2e.test_replicas import STUDY as STUDY_UID
 from tests.e2e.test_transfer_crash import OBJECTS, counter_of, fill_bucket, new_store
+from tests.fake_gcs import create_bucket
 from tests.unit.dicom.dicomfiles import data_file, new_instance, part10
 
 pytestmark = pytest.mark.skipif(
@@ -289,6 +296,61 @@ def test_import_of_a_killed_worker_is_finished_by_another(tmp_path: Path) -> Non
             assert metrics.instance_count == OBJECTS
 
 
+def invisible_rows(data_dir: Path) -> dict[str, int]:
+    """Owner -> rows of the instances recorded invisible (a multipart STOW-RS in progress)."""
+    db = sqlite3.connect(f"file:{data_dir / 'catalog.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT owner, count(*) FROM instances WHERE state = 0 GROUP BY owner")
+        return dict(rows.fetchall())
+    finally:
+        db.close()
+
+
+def stow_many(base: str, body: Iterator[bytes] | bytes) -> httpx.Response:
+    return httpx.post(
+        f"{base}/{WEB}/studies",
+        content=body,
+        headers={"Content-Type": MULTIPART, "Accept": "application/dicom+json"},
+        timeout=120,
+    )
+
+
+def test_leftovers_of_a_killed_worker_are_removed_while_the_others_serve(tmp_path: Path) -> None:
+    count = 300
+    with workers(tmp_path) as server:
+        create_store(server.http_url)
+        halfway, go = threading.Event(), threading.Event()
+
+        def send() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # its worker is killed mid-request
+                stow_many(server.http_url, paused_multipart(count, halfway, go))
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            assert halfway.wait(30)
+            deadline = time.monotonic() + 30
+            while not (staged := invisible_rows(tmp_path / "data")):
+                assert time.monotonic() < deadline, "the first half was never recorded"
+                time.sleep(0.1)
+            (owner,) = staged
+            kill(int(owner.split(":")[1]))  # owner ids hold their process's pid
+        finally:
+            go.set()
+            sender.join(60)
+        # Another worker finds it dead at its next sweep (every 30 s) and removes its rows,
+        # which freed their UIDs: the same request, sent again, is stored whole.
+        deadline = time.monotonic() + 60
+        while invisible_rows(tmp_path / "data"):
+            assert time.monotonic() < deadline, "the killed worker's rows were never removed"
+            time.sleep(0.5)
+        body = b"".join(paused_multipart(count, threading.Event(), go))  # `go` is set
+        answer = stow_many(server.http_url, body)
+        assert answer.status_code == 200, answer.text
+        found = httpx.get(f"{server.http_url}/{WEB}/studies/{STUDY_UID}/instances", timeout=30)
+        assert len(found.json()) == count
+
+
 def test_workers_auto_starts_one_per_core(tmp_path: Path) -> None:
     with workers(tmp_path, "auto") as server:
         assert len(worker_pids(server)) == (os.cpu_count() or 1)
@@ -304,12 +366,32 @@ def test_bad_workers_value_is_refused(tmp_path: Path, value: str) -> None:
     assert not (tmp_path / "data").exists()
 
 
-def test_workers_with_blobs_in_cloud_storage_are_refused(tmp_path: Path) -> None:
-    with launch(tmp_path / "data", "--workers", "2", "--blobs", "gs://bucket/x") as process:
-        assert not process.started()
-        assert process.wait() == 1
-    assert "cannot be combined with --blobs" in process.stderr()
-    assert not (tmp_path / "data").exists()
+def test_workers_share_blobs_in_cloud_storage(tmp_path: Path, fake_gcs_url: str) -> None:
+    bucket = f"blobs-{uuid.uuid4().hex[:12]}"
+    create_bucket(fake_gcs_url, bucket)
+    blobs = ("--blobs", f"gs://{bucket}/w", "--gcs-endpoint", fake_gcs_url)
+    with workers(tmp_path, "2", *blobs) as server:
+        pids = worker_pids(server)
+        create_store(server.http_url)
+        ids = []
+        for n in range(30):
+            response, request_id = stow(server.http_url, n)
+            assert response.status_code == 200, response.text
+            ids.append(request_id)
+        assert set(answered_by(server, ids)) == set(pids)
+        readers = []
+        for n in range(30):  # each read from the bucket by whichever process takes it
+            response, request_id = fresh(
+                "GET",
+                f"{server.http_url}/{WEB}/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.{n}",
+                headers={"Accept": "application/dicom; transfer-syntax=*"},
+            )
+            assert response.status_code == 200, response.text
+            assert response.content == instance(n)
+            readers.append(request_id)
+        assert set(answered_by(server, readers)) == set(pids)
+        assert server.terminate() == 0
+    assert not list((tmp_path / "data" / "blobs").rglob("*.dcm"))  # all in the bucket
 
 
 def test_worker_that_cannot_start_ends_the_whole_with_its_reason(tmp_path: Path) -> None:

@@ -19,8 +19,7 @@ small reads take one). `local_file` spools the blob into a bounded cache of copi
 The library is synchronous: every call runs in a thread. Its errors become domain errors as for
 import and export (`gcs_api.domain_error`). The client is made at the first call. `open` checks
 the bucket (a missing bucket is NOT_FOUND, an unreachable endpoint UNAVAILABLE, so that start-up
-stops saying which) and removes local copies a crash left; it runs once at start-up, not in
-each process of `--workers`.
+stops saying which); `remove_leftovers` removes the local copies of processes that died.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -86,12 +86,16 @@ class GcsBlobStore:
         return f"gs://{self._bucket_name}/{self._prefix}"
 
     async def open(self) -> None:
-        """Check that the bucket can be reached; remove local copies a crash left."""
+        """Check that the bucket can be reached."""
         bucket = await self._connected()
         retry = DEFAULT_RETRY.with_timeout(OPEN_RETRY_S)
         with domain_errors(f"opening the blob bucket {self} at {self._endpoint}", bucket.name):
             await asyncio.to_thread(bucket.reload, retry=retry)
-        await self._spool.clear()
+
+    async def remove_leftovers(self) -> None:
+        """Remove the local copies of processes that died (an object exists only once complete:
+        an interrupted upload leaves nothing to remove in the bucket)."""
+        await self._spool.remove_abandoned()
 
     async def _connected(self) -> Any:
         """The bucket; its client is made at the first call (in a thread: it may look up
@@ -231,6 +235,28 @@ class GcsBlobStore:
         bucket = await self._connected()
         names = await asyncio.to_thread(self._names, bucket, f"{self._prefix}{store_key}/")
         return {int(stem) for stem in (_stem(name) for name in names) if stem.isdigit()}
+
+    async def instance_ages(self, store_key: int) -> dict[int, float]:
+        """Keys of the store's objects, with the seconds since each was created (by Cloud
+        Storage's clock: an hour-long margin makes a skew of this machine's irrelevant)."""
+        bucket = await self._connected()
+        prefix = f"{self._prefix}{store_key}/"
+        created = await asyncio.to_thread(self._creation_times, bucket, prefix)
+        now = time.time()
+        return {int(stem): now - when for stem, when in created.items() if stem.isdigit()}
+
+    def _creation_times(self, bucket: Any, prefix: str) -> dict[str, float]:
+        with domain_errors(f"listing {self}"):
+            blobs = bucket.list_blobs(
+                prefix=prefix, fields="items(name,timeCreated),nextPageToken", retry=self._retry
+            )
+            # An object without a creation time counts as new: it is left alone.
+            return {
+                _stem(blob.name): blob.time_created.timestamp()
+                if blob.time_created
+                else time.time()
+                for blob in blobs
+            }
 
     def _names(self, bucket: Any, prefix: str) -> list[str]:
         with domain_errors(f"listing {self}"):

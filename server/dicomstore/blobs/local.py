@@ -20,16 +20,20 @@ import contextlib
 import io
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from dicomstore.core.errors import NotFound, storage_fault
+from dicomstore.core.processes import pid_running
 
 _CHUNK = 1 << 20
 _SUFFIX = ".dcm"
 _PARTIAL = ".partial"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+#: A partial file nobody has written for this long is abandoned, whatever its pid says.
+STALE_PARTIAL_S = 3600.0
 
 
 @contextlib.contextmanager
@@ -83,6 +87,27 @@ def _reading(store_key: int, instance_key: int) -> Iterator[None]:
         raise storage_fault(exc, "reading a blob") from exc
 
 
+def _ages(folder: Path) -> dict[int, float]:
+    now = time.time()
+    ages = {}
+    for path in folder.glob(f"*/*{_SUFFIX}"):
+        if path.stem.isdigit():
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                ages[int(path.stem)] = now - path.stat().st_mtime
+    return ages
+
+
+def _abandoned(partial: Path) -> bool:
+    """A partial file whose writer is no longer running here (its pid is in its name: `KEY.PID
+    .partial`), or that nobody has written for an hour (a pid reused meanwhile)."""
+    pid = partial.name.removesuffix(_PARTIAL).partition(".")[2]
+    try:
+        stale = time.time() - partial.stat().st_mtime > STALE_PARTIAL_S
+    except FileNotFoundError:
+        return False  # renamed into place or removed meanwhile
+    return stale or not pid.isdigit() or not pid_running(int(pid))
+
+
 def _pread(path: Path, start: int, size: int) -> bytes:
     with path.open("rb") as file:
         return os.pread(file.fileno(), size, start)
@@ -96,16 +121,23 @@ class LocalBlobStore:
         self._root_name = os.fspath(root)
 
     async def open(self) -> None:
-        """Create the root; remove partial writes a crash left behind (nobody refers to them)."""
+        """Create the root."""
         try:
             self._root.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(self._remove_partials)
         except OSError as exc:
             raise storage_fault(exc, f"opening the blob folder {self._root}") from exc
 
+    async def remove_leftovers(self) -> None:
+        """Remove the partial writes of processes no longer running (nobody refers to them)."""
+        try:
+            await asyncio.to_thread(self._remove_partials)
+        except OSError as exc:
+            raise storage_fault(exc, f"cleaning the blob folder {self._root}") from exc
+
     def _remove_partials(self) -> None:
         for partial in self._root.glob(f"*/*/*{_PARTIAL}"):
-            partial.unlink(missing_ok=True)
+            if _abandoned(partial):
+                partial.unlink(missing_ok=True)
 
     def _folder(self, store_key: int, instance_key: int) -> str:
         return f"{self._root_name}/{store_key}/{instance_key % 256:02x}"
@@ -120,7 +152,7 @@ class LocalBlobStore:
         return await asyncio.to_thread(self._write, folder, f"{folder}/{instance_key}", source)
 
     def _write(self, folder: str, stem: str, source: BinaryIO) -> int:
-        partial = stem + _PARTIAL
+        partial = f"{stem}.{os.getpid()}{_PARTIAL}"  # whose it is, for `remove_leftovers`
         with _writing():
             try:
                 fd = os.open(partial, _CREATE, 0o666)
@@ -209,6 +241,14 @@ class LocalBlobStore:
             return await asyncio.to_thread(
                 lambda: {int(p.stem) for p in folder.glob(f"*/*{_SUFFIX}") if p.stem.isdigit()}
             )
+        except OSError as exc:
+            raise storage_fault(exc, "listing blobs") from exc
+
+    async def instance_ages(self, store_key: int) -> dict[int, float]:
+        """Keys of the complete blobs of a store, with the seconds since each was written."""
+        folder = self._root / str(store_key)
+        try:
+            return await asyncio.to_thread(_ages, folder)
         except OSError as exc:
             raise storage_fault(exc, "listing blobs") from exc
 

@@ -7,8 +7,8 @@ asks the frames of one instance one request at a time, and each would otherwise 
 Blobs never change once written and their keys are never reused, so a copy is never stale.
 
 Each process (with `--workers`, several serve one data directory) keeps its copies in a folder
-of its own under `root`, made at its first copy and removed when it closes. `clear` removes
-every process's folder, left by a crash: only at start-up, before any other process runs.
+of its own under `root` (`PID-RANDOM`), made at its first copy and removed when it closes.
+`remove_abandoned` removes the folders a crash left: those whose pid no longer runs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dicomstore.core.processes import pid_running
 
 Key = tuple[int, int]
 #: Writes the blob into the file at the given path; returns its size.
@@ -46,9 +48,9 @@ class SpoolCache:
         self._copies: OrderedDict[Key, _Copy] = OrderedDict()
         self._made = 0  # copies made: each has a name of its own, never reused
 
-    async def clear(self) -> None:
-        """Remove the copies of every process (left by a crash)."""
-        await asyncio.to_thread(shutil.rmtree, self._root, True)
+    async def remove_abandoned(self) -> None:
+        """Remove the folders of processes no longer running (left by a crash)."""
+        await asyncio.to_thread(_remove_abandoned, self._root)
 
     async def close(self) -> None:
         self._copies.clear()
@@ -120,6 +122,15 @@ class SpoolCache:
 def _make_folder(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+
+
+def _remove_abandoned(root: Path) -> None:
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        pid = folder.name.partition("-")[0]
+        if not pid.isdigit() or not pid_running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _retrieve(filled: asyncio.Future[int]) -> None:

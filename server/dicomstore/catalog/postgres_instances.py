@@ -2,8 +2,9 @@
 
 Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so
 that its blob can be written first: from the `instance_keys` sequence, shared by every process
-on the database and never reused. A row is added invisible (state 0) or visible (1); rows still
-invisible at start-up are a crash's leftovers (`recover_instances`).
+on the database and never reused. A row is added invisible (state 0, with the owner id of the
+process adding it) or visible (1); invisible rows whose process is dead are a crash's leftovers
+(`recover_instances`).
 
 UID claims: transactions run concurrently here (not one writer, as in SQLite), so the study and
 series rows are claimed with `INSERT ... ON CONFLICT DO NOTHING` (a concurrent claim of the same
@@ -22,6 +23,7 @@ import asyncpg
 
 from dicomstore.catalog import shared
 from dicomstore.catalog.postgres_statements import (
+    NOW_MICROS,
     Db,
     PostgresParts,
     execute,
@@ -47,10 +49,16 @@ class PostgresInstances(PostgresParts):
         return InstanceKey(store_key, int(row["key"]))
 
     async def add_instance(
-        self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
+        self,
+        key: InstanceKey,
+        instance: NewInstance,
+        blob_size: int,
+        *,
+        visible: bool,
+        owner: str = "",
     ) -> None:
         (refusal,) = await self.add_instances(
-            [NewInstanceRow(key, instance, blob_size)], visible=visible
+            [NewInstanceRow(key, instance, blob_size)], visible=visible, owner=owner
         )
         if refusal is not None:
             raise refusal
@@ -61,8 +69,9 @@ class PostgresInstances(PostgresParts):
         *,
         visible: bool,
         commit: Sequence[InstanceKey] = (),
+        owner: str = "",
     ) -> list[AlreadyExists | Aborted | None]:
-        adds = [self._prepare_row(row, visible) for row in rows]
+        adds = [self._prepare_row(row, visible, owner) for row in rows]
         store_keys = sorted({row.key.store_key for row in rows} | {k.store_key for k in commit})
         # A row alone needs no savepoint: its refusal rolls the whole transaction back.
         alone = len(adds) == 1 and not commit
@@ -90,7 +99,7 @@ class PostgresInstances(PostgresParts):
         except (AlreadyExists, Aborted) as exc:  # raised only by a row alone
             return [exc]
 
-    def _prepare_row(self, row: NewInstanceRow, visible: bool) -> _Add:
+    def _prepare_row(self, row: NewInstanceRow, visible: bool, owner: str) -> _Add:
         """The writes that record `row` (JSON encoded now, outside the transaction); they raise
         AlreadyExists or Aborted."""
         key, instance = row.key, row.instance
@@ -122,6 +131,7 @@ class PostgresInstances(PostgresParts):
                         len(metadata.encode()),
                         row.blob_size,
                         int(visible),
+                        None if visible or not owner else owner,
                     ),
                 )
             except asyncpg.UniqueViolationError:
@@ -138,7 +148,10 @@ class PostgresInstances(PostgresParts):
 
     async def recover_instances(self) -> Sequence[InstanceKey]:
         async def tx(db: Db) -> list[InstanceKey]:
-            rows = await fetch(db, "SELECT id, store_key FROM instances WHERE state = 0")
+            # Locked: a commit of these rows (a process taken for dead that woke up) waits, then
+            # finds them gone and fails; one that locked them first has made them visible.
+            dead = shared.DEAD_LEFTOVERS.format(now=NOW_MICROS) + " FOR UPDATE"
+            rows = await fetch(db, dead)
             for row in rows:
                 await _forget(db, row["id"])
             return [InstanceKey(int(r["store_key"]), int(r["id"])) for r in rows]
@@ -263,11 +276,13 @@ async def _require_store(db: Db, store_key: int) -> None:
 
 async def _make_visible(db: Db, keys: Sequence[InstanceKey]) -> None:
     if keys:
-        await execute(
+        changed = await execute(
             db,
-            "UPDATE instances SET state = 1 WHERE id = ANY(?::BIGINT[])",
+            "UPDATE instances SET state = 1 WHERE id = ANY(?::BIGINT[]) AND state = 0",
             ([k.instance_key for k in keys],),
         )
+        if changed < len(set(keys)):
+            raise shared.leftovers_taken()
 
 
 async def _forget(db: Db, instance_key: int) -> None:

@@ -170,6 +170,30 @@ class PostgresOperations(PostgresParts):
         )
         return [shared.operation(r) for r in rows]
 
+    async def heartbeat(self, owner: str, lease_seconds: float) -> None:
+        sql = shared.HEARTBEAT.format(now=NOW_MICROS)
+
+        async def tx(db: Db) -> None:
+            await execute(db, sql, (owner, _micros(lease_seconds)))
+
+        await self._write(tx)
+
+    async def end_process(self, owner: str) -> None:
+        async def tx(db: Db) -> None:
+            await execute(db, shared.END_PROCESS, (owner,))
+            await execute(
+                db,
+                "UPDATE operations SET lease_owner = NULL, lease_expiry = NULL"
+                " WHERE end_time IS NULL AND lease_owner = ?",
+                (owner,),
+            )
+
+        await self._write(tx)
+
+    async def processes(self) -> dict[str, float]:
+        rows = await self._all(shared.PROCESSES.format(now=NOW_MICROS), ())
+        return {r["owner"]: r["remaining"] / 1_000_000 for r in rows}
+
     async def add_operation_log(
         self, name: OperationName, entries: Sequence[OperationLogEntry]
     ) -> None:

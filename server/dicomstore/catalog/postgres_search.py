@@ -5,8 +5,10 @@ Each condition is an `EXISTS` over the index rows of the instance tested; Postgr
 from its statistics, chooses whether to read a condition's matches from its index (the partial
 index of a driving keyword, `sqlite_search.DRIVING_KEYWORDS`, or the token index) or to walk
 the store's rows in key order and probe the primary key, the choice `sqlite_search` makes by
-counting. Equality, ranges and a wildcard's literal prefix are byte-ordered range reads
-(COLLATE "C"); the rest of a wildcard is a LIKE on what the prefix leaves.
+counting. A studies search on study-level keys goes through `study_values` instead, its plan
+chosen by counting as in SQLite and spelled out (module `study_values`). Equality, ranges and
+a wildcard's literal prefix are byte-ordered range reads (COLLATE "C"); the rest of a wildcard
+is a LIKE on what the prefix leaves.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any, Final
 
 from asyncpg import Record
 
-from dicomstore.catalog import shared
+from dicomstore.catalog import shared, study_values
 from dicomstore.catalog.postgres_statements import Db, execute
-from dicomstore.catalog.sqlite_search import DRIVING_KEYWORDS
+from dicomstore.catalog.sqlite_search import DRIVING_KEYWORDS, _count_cap, _drive
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
@@ -42,6 +44,10 @@ class PostgresSearch:
         """The writes of the instance's search index rows (in `add_instance`'s transaction)."""
         attributes = qido.index_entries(instance.attributes)
         tokens = qido.token_entries(instance.attributes)
+        per_study = study_values.entries(attributes)
+        add_study_values = study_values.INSERT.format(
+            rows="SELECT unnest(?::TEXT[]) AS keyword, unnest(?::TEXT[]) AS value"
+        )
 
         async def write(db: Db) -> None:
             for table, rows in (
@@ -55,11 +61,19 @@ class PostgresSearch:
                         " unnest(?::TEXT[])",
                         (instance_key, [k for k, _ in rows], [v for _, v in rows]),
                     )
+            if per_study:
+                keywords, values = [k for k, _ in per_study], [v for _, v in per_study]
+                await execute(db, add_study_values, (keywords, values, instance_key))
 
         return write
 
     async def search(self, store: DicomStoreName, query: Query) -> Sequence[Match]:
         store_key = await self.dicom_store_key(store)
+        if query.level is Level.STUDIES and query.study_uid is None:
+            by_study = [c for c in query.conditions if study_values.per_study(c)]
+            if by_study:
+                rows = await self._studies_by_value(store_key, query, by_study)
+                return await self._study_matches(rows)
         if query.level is Level.STUDIES:
             return await self._search_studies(store_key, query)
         if query.level is Level.SERIES:
@@ -80,6 +94,39 @@ class PostgresSearch:
         rows = await self._all(
             sql + " ORDER BY st.id LIMIT ? OFFSET ?", [*args, *params, *_page(query)]
         )
+        return await self._study_matches(rows)
+
+    async def _studies_by_value(
+        self, store_key: int, query: Query, conditions: list[Condition]
+    ) -> list[Record]:
+        """A page of studies found through `study_values`, the plan chosen as SQLite's
+        (`SqliteSearch._studies_by_value`) and spelled out (`study_values.ordered_page`)."""
+        wanted = query.limit + query.offset
+        wheres = [_study_where(c) for c in conditions]
+        counts, count_params = [], []
+        (total_row,) = await self._all(study_values.TOTAL, ())
+        total = int(total_row[0] or 0)
+        cap = _count_cap(total, wanted, study_values.WALK_COST)
+        for where, values in wheres:
+            counts.append(study_values.count(where, cap))
+            count_params += [store_key, *values]
+        (row,) = await self._all(f"SELECT {', '.join(counts)}", count_params)
+        hits = [int(row[n]) for n in range(len(conditions))]
+        rarest = hits.index(min(hits))
+        where, values = wheres[rarest]
+        if _drive(hits, total, wanted, study_values.WALK_COST):
+            candidates = study_values.by_value(where)
+        else:
+            candidates = study_values.in_key_order(conditions[rarest].keyword, where)
+        probes, probe_params = _probes(query.conditions, fenced=True)
+        return await self._all(
+            study_values.ordered_page(candidates, probes),
+            [*study_values.params(store_key, values, probe_params), *_page(query)],
+        )
+
+    async def _study_matches(self, rows: Sequence[Record]) -> list[Match]:
+        """The matches of a page of studies (id, study_uid, attributes), with their counts and
+        modalities."""
         if not rows:
             return []
         keys = [int(r["id"]) for r in rows]
@@ -209,6 +256,12 @@ def _branches(condition: Condition) -> tuple[str, list[tuple[str, list[Any]]]]:
     return "instance_attributes", [(f"keyword = ? AND {where}", [condition.keyword, *values])]
 
 
+def _study_where(condition: Condition) -> tuple[str, list[Any]]:
+    """`condition` as SQL over the columns `keyword` and `value` of `study_values`."""
+    _, ((where, values),) = _branches(condition)
+    return where, values
+
+
 def like_pattern(pattern: str) -> str:
     """A PS3.4 wildcard pattern (`*`, `?`) as a LIKE pattern, LIKE's own wildcards and escape
     character taken literally."""
@@ -216,13 +269,19 @@ def like_pattern(pattern: str) -> str:
     return "".join(escaped.get(c, c) for c in pattern)
 
 
-def _probes(conditions: Sequence[Condition]) -> tuple[str, list[Any]]:
-    """SQL text (`AND EXISTS ...` per condition) testing the instance `i` against each."""
-    sql, params = "", []
+def _probes(conditions: Sequence[Condition], *, fenced: bool = False) -> tuple[str, list[Any]]:
+    """SQL text (`AND EXISTS ...` per condition) testing the instance `i` against each.
+
+    `fenced`: each test reads the instance's own rows (its primary key), never the matches of
+    the condition by value, which the planner may do when it underestimates them (a prefix's
+    range and its LIKE count twice in its estimate): OFFSET 0 keeps the test a subplan."""
+    sql, params, fence = "", [], " OFFSET 0" if fenced else ""
     for condition in conditions:
         table, branches = _branches(condition)
         either = " OR ".join(f"({w})" for w, _ in branches)
-        sql += f" AND EXISTS (SELECT 1 FROM {table} WHERE instance_key = i.id AND ({either}))"
+        sql += (
+            f" AND EXISTS (SELECT 1 FROM {table} WHERE instance_key = i.id AND ({either}){fence})"
+        )
         params += [p for _, values in branches for p in values]
     return sql, params
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from dicomstore.catalog import records
-from dicomstore.core.errors import NotFound
+from dicomstore.core.errors import NotFound, Unavailable
 from dicomstore.core.model import InstanceKey, Operation, StoredInstance
 from dicomstore.core.names import DatasetName, LocationName, OperationName
 from dicomstore.core.queries import Match
@@ -46,7 +46,7 @@ INSTANCE_SELECT: Final = (
 INSERT_INSTANCE: Final = (
     "INSERT INTO instances (id, series_key, store_key, sop_uid, sop_class_uid,"
     " transfer_syntax_uid, number_of_frames, metadata, structured_size,"
-    " blob_size, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " blob_size, state, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Forgetting an instance: its series and study keys, then the three deletes (an emptied series
 #: and study go with their last instance), each taking (instance key) or (key, key).
@@ -61,6 +61,30 @@ FORGET_SERIES: Final = (
 FORGET_STUDY: Final = (
     "DELETE FROM studies WHERE id = ? AND NOT EXISTS (SELECT 1 FROM series WHERE study_key = ?)"
 )
+
+#: Process liveness leases (`Catalog.heartbeat`): format with the catalog's current time.
+HEARTBEAT: Final = (
+    "INSERT INTO processes (owner, expiry) VALUES (?, {now} + ?)"
+    " ON CONFLICT (owner) DO UPDATE SET expiry = excluded.expiry"
+)
+END_PROCESS: Final = "DELETE FROM processes WHERE owner = ?"
+#: Every liveness lease: the owner and the microseconds it has left (negative once expired).
+PROCESSES: Final = "SELECT owner, expiry - {now} AS remaining FROM processes"
+#: The invisible rows no live process owns (`Catalog.recover_instances`): format with the
+#: catalog's current time.
+DEAD_LEFTOVERS: Final = (
+    "SELECT id, store_key FROM instances WHERE state = 0 AND (owner IS NULL OR owner NOT IN"
+    " (SELECT owner FROM processes WHERE expiry > {now}))"
+)
+
+
+def leftovers_taken() -> Unavailable:
+    """A commit some of whose invisible rows are gone: recovery took their process for dead."""
+    return Unavailable(
+        "instances of this request were removed as the leftovers of a process that stopped"
+        " renewing its liveness in time; retry the request"
+    )
+
 
 OPERATION_SELECT: Final = (
     "SELECT o.*, d.location, d.dataset_id FROM operations o JOIN datasets d ON d.id = o.dataset_key"

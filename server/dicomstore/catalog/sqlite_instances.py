@@ -4,8 +4,8 @@ Instance keys are handed out before the instance's row exists (`reserve_instance
 its blob can be written first. They come from the catalog, `KEY_BLOCK` at a time: a transaction
 moves the AUTOINCREMENT counter of `instances` (`sqlite_sequence`) past the block, so keys are
 never reused and the processes sharing the catalog (`--workers`) never hand out the same one.
-A row is added invisible (state 0) or visible (1); rows still invisible at start-up are a
-crash's leftovers (`recover_instances`).
+A row is added invisible (state 0, with the owner id of the process adding it) or visible (1);
+invisible rows whose process is dead are a crash's leftovers (`recover_instances`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from dicomstore.catalog import shared
-from dicomstore.catalog.sqlite_statements import SqliteParts, find_store_key, scalar
+from dicomstore.catalog.sqlite_statements import (
+    NOW_MICROS,
+    SqliteParts,
+    find_store_key,
+    scalar,
+)
 from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
 from dicomstore.core.model import InstanceKey, NewInstance, NewInstanceRow, StoredInstance
 from dicomstore.core.names import DicomStoreName
@@ -45,10 +50,16 @@ class SqliteInstances(SqliteParts):
         return InstanceKey(store_key, next_key)
 
     async def add_instance(
-        self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
+        self,
+        key: InstanceKey,
+        instance: NewInstance,
+        blob_size: int,
+        *,
+        visible: bool,
+        owner: str = "",
     ) -> None:
         (refusal,) = await self.add_instances(
-            [NewInstanceRow(key, instance, blob_size)], visible=visible
+            [NewInstanceRow(key, instance, blob_size)], visible=visible, owner=owner
         )
         if refusal is not None:
             raise refusal
@@ -59,8 +70,9 @@ class SqliteInstances(SqliteParts):
         *,
         visible: bool,
         commit: Sequence[InstanceKey] = (),
+        owner: str = "",
     ) -> list[AlreadyExists | Aborted | None]:
-        adds = [self._prepare_row(row, visible) for row in rows]
+        adds = [self._prepare_row(row, visible, owner) for row in rows]
         store_keys = {row.key.store_key for row in rows} | {key.store_key for key in commit}
         # A row alone needs no savepoint: its refusal rolls the whole transaction back. (Each
         # statement saved is a GIL hand-off with the event loop.)
@@ -92,7 +104,7 @@ class SqliteInstances(SqliteParts):
             return [exc]
 
     def _prepare_row(
-        self, row: NewInstanceRow, visible: bool
+        self, row: NewInstanceRow, visible: bool, owner: str
     ) -> Callable[[sqlite3.Connection], None]:
         """The writes that record `row` (JSON encoded now, outside the writer's transaction);
         they raise AlreadyExists or Aborted."""
@@ -124,6 +136,7 @@ class SqliteInstances(SqliteParts):
                         len(metadata.encode()),
                         row.blob_size,
                         int(visible),
+                        None if visible or not owner else owner,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -140,7 +153,7 @@ class SqliteInstances(SqliteParts):
 
     async def recover_instances(self) -> Sequence[InstanceKey]:
         def tx(db: sqlite3.Connection) -> list[InstanceKey]:
-            rows = db.execute("SELECT id, store_key FROM instances WHERE state = 0").fetchall()
+            rows = db.execute(shared.DEAD_LEFTOVERS.format(now=NOW_MICROS)).fetchall()
             for row in rows:
                 _forget(db, row["id"])
             return [InstanceKey(int(r["store_key"]), int(r["id"])) for r in rows]
@@ -278,7 +291,12 @@ def _require_store(db: sqlite3.Connection, store_key: int) -> None:
 
 
 def _make_visible(db: sqlite3.Connection, keys: Sequence[InstanceKey]) -> None:
-    db.executemany("UPDATE instances SET state = 1 WHERE id = ?", [(k.instance_key,) for k in keys])
+    cursor = db.executemany(
+        "UPDATE instances SET state = 1 WHERE id = ? AND state = 0",
+        [(k.instance_key,) for k in keys],
+    )
+    if cursor.rowcount < len(set(keys)):
+        raise shared.leftovers_taken()
 
 
 def _forget(db: sqlite3.Connection, instance_key: int) -> None:

@@ -149,6 +149,25 @@ class SqliteOperations(SqliteParts):
         )
         return [_operation(r) for r in rows]
 
+    async def heartbeat(self, owner: str, lease_seconds: float) -> None:
+        sql = shared.HEARTBEAT.format(now=NOW_MICROS)
+        await self._write(lambda db: db.execute(sql, (owner, _micros(lease_seconds))))
+
+    async def end_process(self, owner: str) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(shared.END_PROCESS, (owner,))
+            db.execute(
+                "UPDATE operations SET lease_owner = NULL, lease_expiry = NULL"
+                " WHERE end_time IS NULL AND lease_owner = ?",
+                (owner,),
+            )
+
+        await self._write(tx)
+
+    async def processes(self) -> dict[str, float]:
+        rows = await self._all(shared.PROCESSES.format(now=NOW_MICROS), ())
+        return {r["owner"]: r["remaining"] / 1_000_000 for r in rows}
+
     async def add_operation_log(
         self, name: OperationName, entries: Sequence[OperationLogEntry]
     ) -> None:

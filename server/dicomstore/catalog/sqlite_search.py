@@ -1,4 +1,5 @@
-"""QIDO-RS search over the SQLite catalog's index (`instance_attributes`, `person_name_tokens`).
+"""QIDO-RS search over the SQLite catalog's index (`instance_attributes`, `person_name_tokens`,
+and `study_values` for studies searches on study-level keys: module `study_values`).
 
 A mixin of `SqliteCatalog`: it uses the catalog's reader helpers and store lookup.
 """
@@ -12,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from dicomstore.catalog import shared
+from dicomstore.catalog import shared, study_values
 from dicomstore.core.model import NewInstance
 from dicomstore.core.names import DicomStoreName
 from dicomstore.core.queries import Condition, Level, Match, MatchKind, Query
@@ -48,17 +49,31 @@ class SqliteSearch:
         instance_key: int, instance: NewInstance
     ) -> Callable[[sqlite3.Connection], None]:
         """The writes of the instance's search index rows (in `add_instance`'s transaction)."""
-        attributes = [(instance_key, k, v) for k, v in qido.index_entries(instance.attributes)]
+        entries = qido.index_entries(instance.attributes)
+        attributes = [(instance_key, k, v) for k, v in entries]
         tokens = [(instance_key, k, t) for k, t in qido.token_entries(instance.attributes)]
+        per_study = study_values.entries(entries)
+        rows = "SELECT column1 AS keyword, column2 AS value FROM (VALUES " + ", ".join(
+            ["(?, ?)"] * len(per_study)
+        )
+        add_study_values = study_values.INSERT.format(rows=rows + ")")
+        study_params = [*(p for pair in per_study for p in pair), instance_key]
 
         def write(db: sqlite3.Connection) -> None:
             _insert_rows(db, "instance_attributes (instance_key, keyword, value)", attributes)
             _insert_rows(db, "person_name_tokens (instance_key, keyword, token)", tokens)
+            if per_study:
+                db.execute(add_study_values, study_params)
 
         return write
 
     async def search(self, store: DicomStoreName, query: Query) -> Sequence[Match]:
         store_key = await self.dicom_store_key(store)
+        if query.level is Level.STUDIES and query.study_uid is None:
+            by_study = [c for c in query.conditions if study_values.per_study(c)]
+            if by_study:
+                rows = await self._studies_by_value(store_key, query, by_study)
+                return await self._study_matches(rows)
         driver = await self._driving_condition(query)
         probes = [c for c in query.conditions if c is not driver]
         if query.level is Level.STUDIES:
@@ -116,6 +131,39 @@ class SqliteSearch:
             )
             args += params
         rows = await self._all(sql + " ORDER BY st.id LIMIT ? OFFSET ?", [*args, *_page(query)])
+        return await self._study_matches(rows)
+
+    async def _studies_by_value(
+        self, store_key: int, query: Query, conditions: list[Condition]
+    ) -> list[sqlite3.Row]:
+        """A page of studies found through `study_values` (module `study_values`): driven by
+        the rarest of `conditions` (studies counted up to the point where walking wins), or
+        walked in key order; every condition then tested on the study's visible instances."""
+        total = int((await self._one(study_values.TOTAL, ()) or [0])[0] or 0)
+        wanted = query.limit + query.offset
+        cap = _count_cap(total, wanted, study_values.WALK_COST)
+        counts, count_params = [], []
+        wheres = [_study_where(c) for c in conditions]
+        for where, values in wheres:
+            counts.append(study_values.count(where, cap))
+            count_params += [store_key, *values]
+        row = await self._one(f"SELECT {', '.join(counts)}", count_params)
+        assert row is not None
+        hits = [int(row[n]) for n in range(len(conditions))]
+        where, values = wheres[hits.index(min(hits))]
+        probes, probe_params = _probes(query.conditions)
+        if _drive(hits, total, wanted, study_values.WALK_COST):
+            sql = study_values.drive(where, probes)
+        else:
+            sql = study_values.walk(where, probes, " INDEXED BY study_values_walk")
+        return await self._all(
+            sql,
+            [*study_values.params(store_key, values, probe_params), *_page(query)],
+        )
+
+    async def _study_matches(self, rows: list[sqlite3.Row]) -> list[Match]:
+        """The matches of a page of studies (id, study_uid, attributes), with their counts and
+        modalities."""
         if not rows:
             return []
         keys = [int(r["id"]) for r in rows]
@@ -286,23 +334,31 @@ def _branches(condition: Condition) -> tuple[str, list[tuple[str, list[Any]]]]:
     return "instance_attributes", [(f"keyword = ? AND {where}", [condition.keyword, *values])]
 
 
+def _study_where(condition: Condition) -> tuple[str, list[Any]]:
+    """`condition` as SQL over the columns `keyword` and `value` of `study_values`."""
+    _, ((where, values),) = _branches(condition)
+    return where, values
+
+
 def _indexed(condition: Condition) -> bool:
     """Whether an index yields the instances matching `condition`."""
     return condition.kind is MatchKind.TOKENS or condition.keyword in DRIVING_KEYWORDS
 
 
-def _count_cap(total: int, wanted: int) -> int:
+def _count_cap(total: int, wanted: int, walk_cost: int = _WALK_COST) -> int:
     """How far to count a condition's matches to choose a plan.
 
     A condition matching `h` of `total` instances is worth driving alone when
     `h < _WALK_COST * wanted * total / h`, that is below `sqrt(_WALK_COST * wanted * total)`
     (about 9,000 at 100,000 instances and pages of 100): a count past that point changes no
     decision, so choosing a plan reads far fewer index entries than the store holds.
+    `walk_cost` replaces `_WALK_COST` where a walked row costs otherwise
+    (`study_values.WALK_COST`).
     """
-    return math.isqrt(_WALK_COST * wanted * max(total, 1)) + 1
+    return math.isqrt(walk_cost * wanted * max(total, 1)) + 1
 
 
-def _drive(hits: Sequence[int], total: int, wanted: int) -> bool:
+def _drive(hits: Sequence[int], total: int, wanted: int, walk_cost: int = _WALK_COST) -> bool:
     """Whether reading the rarest condition's `hits` beats walking rows in order.
 
     Driving reads every match of the rarest condition. Walking tests rows until `wanted`
@@ -313,7 +369,7 @@ def _drive(hits: Sequence[int], total: int, wanted: int) -> bool:
     share = 1.0
     for count in hits:
         share *= count / max(total, 1)
-    return share == 0 or min(hits) < _WALK_COST * wanted / share
+    return share == 0 or min(hits) < walk_cost * wanted / share
 
 
 def _hits(condition: Condition) -> tuple[str, list[Any]]:

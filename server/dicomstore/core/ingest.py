@@ -6,7 +6,7 @@ objects) offers instances one by one; the batch ingests them through `Instances`
 invisible rows recorded `PENDING_ROWS` at a time so that memory stays bounded — and then
 makes them visible together (`commit`) or forgets them all (`abandon`). A batch can commit
 several times (import makes each group visible as it goes); whatever a crash interrupts
-before a commit is invisible and removed at the next start.
+before a commit is invisible, and removed by recovery (`core.recovery`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dicomstore.core.model import NewInstanceRow
 from dicomstore.core.names import DicomStoreName
 
 #: A batch keeps at most about this many rows of invisible instances in memory: past it, it
-#: records them (invisible still). A batch of at most this many (an import's group) records its
-#: instances in one transaction, visible: no crash, nor a process of `--workers` killed (after
-#: which no recovery runs until the next start), leaves them invisible with their UIDs claimed.
+#: records them (invisible still, owned by this process until recovery finds it dead). A batch
+#: of at most this many (an import's group) records its instances in one transaction, visible:
+#: a crash leaves none of them invisible with their UIDs claimed.
 PENDING_ROWS: Final = 64
 #: In-memory instances ingested at once while the driver reads the next ones.
 IN_FLIGHT: Final = 4

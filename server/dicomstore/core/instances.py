@@ -253,7 +253,11 @@ class Instances:
             staged = []
         if not rows and not staged:
             return list(results)
-        refusals = iter(await self._catalog.add_instances(rows, visible=visible, commit=staged))
+        refusals = iter(
+            await self._catalog.add_instances(
+                rows, visible=visible, commit=staged, owner=self._operations.owner
+            )
+        )
         settled = []
         for result in results:
             pending = result.pending
@@ -324,7 +328,7 @@ class Instances:
     async def _forget(self, key: InstanceKey) -> None:
         """Remove a pending instance's row, then its blob; the blob even when the catalog
         cannot be written now (a full disk, a lock): its row, if any, is invisible, and is
-        removed before the next rows are recorded (or by recovery at the next start)."""
+        removed before the next rows are recorded (or by recovery once this process has died)."""
         try:
             await self._catalog.abort_instance(key)
         except Exception:

@@ -26,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import random
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -55,6 +53,7 @@ from dicomstore.core.model import (
 )
 from dicomstore.core.names import DatasetName, OperationName
 from dicomstore.core.ports import Catalog
+from dicomstore.core.processes import new_owner
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +130,6 @@ CHECK_S = 1.0
 POLL_S = 2.0
 
 
-def new_owner() -> str:
-    """An owner id unique to this process's life: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-
-
 class _Lease:
     """Keeps the lease of one operation while its job waits and runs (see the module doc)."""
 
@@ -193,11 +187,13 @@ class Operations:
         lease_s: float = LEASE_S,
         check_s: float = CHECK_S,
         poll_s: float = POLL_S,
+        owner: str = "",
     ) -> None:
         """`logs_base_url` is the base of the logsUrl of operations that keep a log
-        (`{base}/logs/{operation name}`, served by the REST gateway)."""
+        (`{base}/logs/{operation name}`, served by the REST gateway); `owner` is this process's
+        id (`processes.new_owner`), a new one by default."""
         self.catalog = catalog
-        self.owner = new_owner()
+        self.owner = owner or new_owner()
         self.lease_s, self.check_s, self.poll_s = lease_s, check_s, poll_s
         self._running: set[str] = set()  # names of the operations this process holds
         self._poller: asyncio.Task[None] | None = None

@@ -103,11 +103,18 @@ class Catalog(Protocol):
         before its row is added. Raise NotFound when the store is missing."""
 
     async def add_instance(
-        self, key: InstanceKey, instance: NewInstance, blob_size: int, *, visible: bool
+        self,
+        key: InstanceKey,
+        instance: NewInstance,
+        blob_size: int,
+        *,
+        visible: bool,
+        owner: str = "",
     ) -> None:
         """Record an instance whose blob is durable, claiming its Study/Series/SOP Instance UIDs;
-        invisible until committed by `add_instances` unless `visible`. The one-row form of
-        `add_instances`, which raises the row's refusal.
+        invisible until committed by `add_instances` unless `visible`, and then owned by the
+        process `owner` (see `recover_instances`). The one-row form of `add_instances`, which
+        raises the row's refusal.
 
         Raise NotFound when the store is gone, AlreadyExists when an instance with the same
         three UIDs exists (visible or not), Aborted when its study or series is being deleted.
@@ -119,20 +126,24 @@ class Catalog(Protocol):
         *,
         visible: bool,
         commit: Sequence[InstanceKey] = (),
+        owner: str = "",
     ) -> list[AlreadyExists | Aborted | None]:
         """Record instances whose blobs are durable, all in one transaction, as `add_instance`
         does one; also make the invisible instances `commit` visible in that transaction.
 
         Returns, for each row, None when it was recorded or the AlreadyExists or Aborted error
         that refused it (the others are recorded all the same). Raise NotFound when a store is
-        gone: then nothing is recorded.
+        gone, Unavailable when an instance of `commit` is no longer there (recovery removed it:
+        its process was taken for dead): then nothing is recorded.
         """
 
     async def abort_instance(self, key: InstanceKey) -> None:
         """Forget an instance (visible or not); an absent one is not an error."""
 
     async def recover_instances(self) -> Sequence[InstanceKey]:
-        """Remove every instance left invisible (after a crash); return their keys."""
+        """Remove the instances left invisible by dead processes (a crash): those whose owner
+        holds no unexpired liveness lease (`heartbeat`), or that have no owner; return their
+        keys. Never an instance a live process is storing."""
 
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of every instance row of a store (for removing orphan blobs)."""
@@ -234,6 +245,19 @@ class Catalog(Protocol):
         """Unfinished operations no unexpired lease holds, oldest first: what a process may
         claim and run (those of a process that died, once their lease expired)."""
 
+    # Process liveness: every process renews a lease under its owner id (the one its
+    # operation leases carry) while it runs; recovery removes only what dead processes left.
+    async def heartbeat(self, owner: str, lease_seconds: float) -> None:
+        """Mark the process `owner` alive until `lease_seconds` from now (created or renewed)."""
+
+    async def end_process(self, owner: str) -> None:
+        """Mark the process `owner` dead at once (it stopped, or it is known to be gone): its
+        liveness lease and its operation leases are released."""
+
+    async def processes(self) -> dict[str, float]:
+        """Every process that has a liveness lease, expired or not (until `end_process`):
+        owner -> seconds the lease has left, negative once it has expired."""
+
     async def add_operation_log(
         self, name: OperationName, entries: Sequence[OperationLogEntry]
     ) -> None:
@@ -254,7 +278,12 @@ class BlobStore(Protocol):
     """Durable bytes of instances, keyed by internal ids, never by UIDs."""
 
     async def open(self) -> None:
-        """Prepare the storage; discard writes a crash interrupted."""
+        """Prepare the storage (and check it can be reached); nothing is removed, so that any
+        number of processes may open it while others write."""
+
+    async def remove_leftovers(self) -> None:
+        """Discard what writes of processes that are gone left on this machine (partial files,
+        local copies); never what a running process is writing or reading."""
 
     async def write(self, store_key: int, instance_key: int, source: BinaryIO) -> int:
         """Copy `source` into the blob; when this returns the blob is complete and durable.
@@ -281,6 +310,10 @@ class BlobStore(Protocol):
 
     async def instance_keys(self, store_key: int) -> set[int]:
         """Keys of the complete blobs of a store (for recovery)."""
+
+    async def instance_ages(self, store_key: int) -> dict[int, float]:
+        """The complete blobs of a store: key -> seconds since it was written (for recovery,
+        which leaves young blobs without a row to the writes they belong to)."""
 
     async def remove_dicom_store(self, store_key: int) -> None:
         """Remove every blob of a store; removing an absent store is not an error."""
