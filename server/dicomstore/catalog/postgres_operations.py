@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from dicomstore.catalog import records, shared
+from dicomstore.catalog.operation_reads import OperationReads
 from dicomstore.catalog.postgres_statements import (
     NOW_MICROS,
     Db,
@@ -26,7 +27,7 @@ from dicomstore.catalog.postgres_statements import (
 )
 from dicomstore.core.errors import AlreadyExists, Code
 from dicomstore.core.model import Operation, OperationLogEntry
-from dicomstore.core.names import DatasetName, OperationName
+from dicomstore.core.names import OperationName
 
 #: The key of an operation, by name (`shared.operation_params`).
 _OPERATION_KEY = (
@@ -35,7 +36,7 @@ _OPERATION_KEY = (
 )
 
 
-class PostgresOperations(PostgresParts):
+class PostgresOperations(OperationReads, PostgresParts):
     async def create_operation(
         self, operation: Operation, *, owner: str = "", lease_seconds: float = 0
     ) -> None:
@@ -68,27 +69,6 @@ class PostgresOperations(PostgresParts):
 
         await self._write(tx)
 
-    async def get_operation(self, name: OperationName) -> Operation:
-        row = await self._one(
-            shared.OPERATION_SELECT + shared.OPERATION_BY_NAME, shared.operation_params(name)
-        )
-        if row is None:
-            raise shared.operation_not_found(name)
-        return shared.operation(row)
-
-    async def list_operations(
-        self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
-    ) -> Sequence[Operation]:
-        state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
-        rows = await self._all(
-            shared.OPERATION_SELECT
-            + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
-            + state[done]
-            + " ORDER BY o.operation_id LIMIT ?",
-            (str(dataset.location), dataset.dataset_id, after, limit),
-        )
-        return [shared.operation(r) for r in rows]
-
     async def update_operation(self, operation: Operation) -> None:
         columns = records.operation_columns(operation)
         # A job persisting its progress must not undo a cancellation requested meanwhile.
@@ -118,12 +98,6 @@ class PostgresOperations(PostgresParts):
             return shared.operation(found)
 
         return await self._write(tx)
-
-    async def unfinished_operations(self) -> Sequence[Operation]:
-        rows = await self._all(
-            shared.OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
-        )
-        return [shared.operation(r) for r in rows]
 
     async def claim_operation(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
         async def tx(db: Db) -> bool:

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dicomstore.catalog import records, shared
+from dicomstore.catalog.operation_reads import OperationReads
 from dicomstore.catalog.sqlite_statements import NOW_MICROS, SqliteParts, find_dataset_key
 from dicomstore.core.errors import AlreadyExists, Code
 from dicomstore.core.model import Operation, OperationLogEntry
-from dicomstore.core.names import DatasetName, OperationName
+from dicomstore.core.names import OperationName
 
 
-class SqliteOperations(SqliteParts):
+class SqliteOperations(OperationReads, SqliteParts):
     async def create_operation(
         self, operation: Operation, *, owner: str = "", lease_seconds: float = 0
     ) -> None:
@@ -47,27 +48,6 @@ class SqliteOperations(SqliteParts):
 
         await self._write(tx)
 
-    async def get_operation(self, name: OperationName) -> Operation:
-        row = await self._one(
-            shared.OPERATION_SELECT + shared.OPERATION_BY_NAME, shared.operation_params(name)
-        )
-        if row is None:
-            raise shared.operation_not_found(name)
-        return shared.operation(row)
-
-    async def list_operations(
-        self, dataset: DatasetName, *, done: bool | None, after: str, limit: int
-    ) -> Sequence[Operation]:
-        state = {None: "", True: " AND o.end_time IS NOT NULL", False: " AND o.end_time IS NULL"}
-        rows = await self._all(
-            shared.OPERATION_SELECT
-            + " WHERE d.location = ? AND d.dataset_id = ? AND o.operation_id > ?"
-            + state[done]
-            + " ORDER BY o.operation_id LIMIT ?",
-            (str(dataset.location), dataset.dataset_id, after, limit),
-        )
-        return [shared.operation(r) for r in rows]
-
     async def update_operation(self, operation: Operation) -> None:
         columns = records.operation_columns(operation)
 
@@ -94,12 +74,6 @@ class SqliteOperations(SqliteParts):
             return shared.operation(_operation_row(db, name))
 
         return await self._write(tx)
-
-    async def unfinished_operations(self) -> Sequence[Operation]:
-        rows = await self._all(
-            shared.OPERATION_SELECT + " WHERE o.end_time IS NULL ORDER BY o.create_time", ()
-        )
-        return [shared.operation(r) for r in rows]
 
     async def claim_operation(self, name: OperationName, owner: str, lease_seconds: float) -> bool:
         def tx(db: sqlite3.Connection) -> bool:
