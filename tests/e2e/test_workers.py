@@ -10,6 +10,7 @@ Which process answered a request is read from the access log, whose lines name t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -126,6 +127,31 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# A connection the kernel gave to a worker as it was being killed is reset (UNAVAILABLE): a
+# client retries it, as gRPC's own retry policy does.
+RETRY_UNAVAILABLE = [
+    (
+        "grpc.service_config",
+        json.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{}],
+                        "retryPolicy": {
+                            "maxAttempts": 5,
+                            "initialBackoff": "0.2s",
+                            "maxBackoff": "2s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE"],
+                        },
+                    }
+                ]
+            }
+        ),
+    )
+]
 
 
 def kill(pid: int) -> None:
@@ -284,7 +310,7 @@ def test_import_of_a_killed_worker_is_finished_by_another(tmp_path: Path) -> Non
             if counter_of(running).counter.success > 0:
                 break
         kill(owner)
-        with grpc.insecure_channel(server.grpc_address) as channel:
+        with grpc.insecure_channel(server.grpc_address, options=RETRY_UNAVAILABLE) as channel:
             done = wait_done(operations_pb2_grpc.OperationsStub(channel), name, timeout=120)
             assert done.done, "the operation was left running"
             assert not done.HasField("error"), done.error
