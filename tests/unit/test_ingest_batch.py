@@ -12,6 +12,7 @@ from tests.unit.test_ingest import STORE
 
 from dicomstore.blobs.local import LocalBlobStore
 from dicomstore.catalog.sqlite import SqliteCatalog
+from dicomstore.core.errors import NotFound
 from dicomstore.core.ingest import IN_FLIGHT, PENDING_ROWS, IngestBatch
 from dicomstore.core.instances import Ingested, Instances
 from dicomstore.core.model import Dataset, DicomStore
@@ -47,7 +48,7 @@ async def test_instances_appear_on_commit_in_the_order_offered(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:
     count = PENDING_ROWS + IN_FLIGHT + 3  # past a staging of rows, with instances in flight
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     for n in range(count):
         await batch.add_in_memory(copy_of("CT_small.dcm", f"1.2.3.{n}"))
     await batch.add_failure(Ingested(failure=FailureReason.CANNOT_UNDERSTAND, detail="garbage"))
@@ -70,7 +71,7 @@ async def test_a_batch_of_pending_rows_at_most_is_never_recorded_invisible(
 ) -> None:
     # An import's group: a process killed before its commit leaves no row claiming its UIDs
     # (with --workers no recovery runs until the next start, and the import resumes elsewhere).
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     for n in range(PENDING_ROWS):
         await batch.add_in_memory(copy_of("CT_small.dcm", f"1.2.7.{n}"))
     await batch.add_failure(Ingested(failure=FailureReason.CANNOT_UNDERSTAND, detail="x"))
@@ -85,7 +86,7 @@ async def test_a_batch_of_pending_rows_at_most_is_never_recorded_invisible(
 async def test_a_batch_commits_group_after_group(
     instances: Instances, catalog: SqliteCatalog
 ) -> None:
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     for group in range(3):
         for n in range(5):
             await batch.add_in_memory(copy_of("CT_small.dcm", f"1.2.{group}.{n}"))
@@ -96,7 +97,7 @@ async def test_a_batch_commits_group_after_group(
 async def test_abandon_forgets_what_was_not_committed_in_flight_included(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     await batch.add_in_memory(copy_of("CT_small.dcm", "1.2.9.1"))
     await batch.commit()
     for n in range(PENDING_ROWS + 2):
@@ -114,11 +115,11 @@ async def test_an_identical_instance_is_kept_as_stored_when_asked(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:
     data = copy_of("CT_small.dcm", "1.2.5.1")
-    first = IngestBatch(instances, STORE)
+    first = IngestBatch(instances, STORE, await instances.store_key(STORE))
     await first.add_in_memory(data)
     (stored,) = await first.commit()
 
-    again = IngestBatch(instances, STORE, keep_identical=True)
+    again = IngestBatch(instances, STORE, await instances.store_key(STORE), keep_identical=True)
     await again.add_in_memory(data)
     await again.add_in_memory(data)  # twice in one batch: the second is identical too
     results = await again.commit()
@@ -132,7 +133,7 @@ async def test_an_identical_instance_is_kept_as_stored_when_asked(
 async def test_same_uids_with_other_bytes_fail_saying_so_and_keep_the_stored_one(
     instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
 ) -> None:
-    batch = IngestBatch(instances, STORE, keep_identical=True)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE), keep_identical=True)
     await batch.add_in_memory(copy_of("CT_small.dcm", "1.2.6.1", patient="first"))
     await batch.commit()
     await batch.add_in_memory(copy_of("CT_small.dcm", "1.2.6.1", patient="second"))
@@ -147,7 +148,7 @@ async def test_same_uids_with_other_bytes_fail_saying_so_and_keep_the_stored_one
 
 async def test_without_keep_identical_a_duplicate_fails(instances: Instances) -> None:
     data = copy_of("CT_small.dcm", "1.2.7.1")
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     await batch.add_in_memory(data)
     await batch.commit()
     await batch.add_in_memory(data)
@@ -159,9 +160,26 @@ async def test_without_keep_identical_a_duplicate_fails(instances: Instances) ->
 async def test_add_from_a_file_is_visible_at_once_only_when_alone(
     instances: Instances, catalog: SqliteCatalog, alone: bool
 ) -> None:
-    batch = IngestBatch(instances, STORE)
+    batch = IngestBatch(instances, STORE, await instances.store_key(STORE))
     with data_file("CT_small.dcm").open("rb") as source:
         await batch.add(source, alone=alone)
     assert await visible(catalog) == (1 if alone else 0)
     (result,) = await batch.commit()
     assert result.stored and await visible(catalog) == 1
+
+
+async def test_a_store_deleted_after_the_batch_began_refuses_its_instances(
+    instances: Instances, catalog: SqliteCatalog, blobs: LocalBlobStore
+) -> None:
+    """The batch looks the store up once: a delete meanwhile still refuses its rows, even
+    when a store of the same name was created since (it has another key)."""
+    store_key = await instances.store_key(STORE)
+    batch = IngestBatch(instances, STORE, store_key)
+    await batch.add_in_memory(copy_of("CT_small.dcm", "1.2.8.1"))
+    await catalog.delete_dicom_store(STORE)
+    await catalog.create_dicom_store(DicomStore(STORE))
+    with pytest.raises(NotFound, match="deleted"):
+        await batch.commit()
+    await batch.abandon()
+    assert await visible(catalog) == 0
+    assert await blobs.instance_keys(store_key) == set()

@@ -20,6 +20,7 @@ unreachable or refusing server is one FailedPrecondition naming the URL (without
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import re
@@ -85,6 +86,8 @@ class PostgresCatalog(PostgresStores, PostgresInstances, PostgresOperations, Pos
         self._pool: asyncpg.Pool[Record] | None = None
         # Writes whose caller was cancelled while they ran: the next writes wait for them.
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self._instance_keys: collections.deque[int] = collections.deque()
+        self._instance_key_lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Connect and bring the schema up to date; FailedPrecondition naming the database

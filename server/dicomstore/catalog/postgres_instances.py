@@ -2,9 +2,9 @@
 
 Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so
 that its blob can be written first: from the `instance_keys` sequence, shared by every process
-on the database and never reused. A row is added invisible (state 0, with the owner id of the
-process adding it) or visible (1); invisible rows whose process is dead are a crash's leftovers
-(`recover_instances`).
+on the database and never reused, `KEY_BLOCK` at a time (one round trip per block). A row is
+added invisible (state 0, with the owner id of the process adding it) or visible (1); invisible
+rows whose process is dead are a crash's leftovers (`recover_instances`).
 
 UID claims: transactions run concurrently here (not one writer, as in SQLite), so the study and
 series rows are claimed with `INSERT ... ON CONFLICT DO NOTHING` (a concurrent claim of the same
@@ -15,9 +15,11 @@ UNIQUE (series_key, sop_uid) makes of concurrent stores of the same UIDs exactly
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -38,15 +40,31 @@ from dicomstore.core.names import DicomStoreName
 
 _Add = Callable[[Db], Awaitable[None]]
 
+#: Instance keys a process takes from the sequence at once. Within a process keys grow in the
+#: order instances arrive; across processes, by block.
+KEY_BLOCK: Final = 32
+
 
 class PostgresInstances(PostgresParts):
     _index_rows: Callable[[int, NewInstance], _Add]
+    _instance_keys: collections.deque[int]
+    _instance_key_lock: asyncio.Lock
 
-    async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
-        store_key = await self.dicom_store_key(store)
-        row = await self._one("SELECT nextval('instance_keys') AS key", ())
-        assert row is not None
-        return InstanceKey(store_key, int(row["key"]))
+    async def reserve_instance_key(
+        self, store: DicomStoreName, *, store_key: int | None = None
+    ) -> InstanceKey:
+        if store_key is None:
+            store_key = await self.dicom_store_key(store)
+        # One refill at a time, the others waiting in line: keys follow arrival order.
+        async with self._instance_key_lock:
+            if not self._instance_keys:
+                rows = await self._all(
+                    "SELECT nextval('instance_keys') AS key FROM generate_series(1, ?)",
+                    (KEY_BLOCK,),
+                )
+                self._instance_keys.extend(sorted(int(r["key"]) for r in rows))
+            key = self._instance_keys.popleft()
+        return InstanceKey(store_key, key)
 
     async def add_instance(
         self,

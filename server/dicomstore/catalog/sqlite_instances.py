@@ -37,8 +37,11 @@ class SqliteInstances(SqliteParts):
     _instance_key_lock: asyncio.Lock
     _index_rows: Callable[[int, NewInstance], Callable[[sqlite3.Connection], None]]
 
-    async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
-        store_key = await self.dicom_store_key(store)
+    async def reserve_instance_key(
+        self, store: DicomStoreName, *, store_key: int | None = None
+    ) -> InstanceKey:
+        if store_key is None:
+            store_key = await self.dicom_store_key(store)
         # One refill at a time, the others waiting in line (asyncio's lock is first come, first
         # served): keys follow the order the reservations arrived in, and no block is wasted.
         async with self._instance_key_lock:

@@ -85,7 +85,8 @@ class Imports:
     async def _run(self, context: JobContext) -> OperationResponse | OperationError:
         store = DicomStoreName.parse(context.args["store"])
         source = parse_import_source(context.args["uri"], "gcs_source.uri")
-        batch = IngestBatch(self._instances, store, keep_identical=True)
+        store_key = await self._instances.store_key(store)
+        batch = IngestBatch(self._instances, store, store_key, keep_identical=True)
         run = _ImportRun(
             self._storage, batch, context, source, self._max_instance_bytes, self._concurrency
         )

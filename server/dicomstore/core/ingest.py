@@ -37,16 +37,20 @@ class IngestBatch:
         self,
         instances: Instances,
         store: DicomStoreName,
+        store_key: int,
         *,
         study_uid: str | None = None,
         in_flight: int = IN_FLIGHT,
         keep_identical: bool = False,
     ) -> None:
-        """`study_uid` refuses instances of another study (STOW-RS `studies/{study}`);
-        `keep_identical` counts an instance already stored with the same bytes as stored (and
-        leaves the stored one alone) rather than failing it (import)."""
+        """`store_key` is the store's key (`Instances.store_key`), looked up once per batch: a
+        store deleted since refuses the rows when they are recorded. `study_uid` refuses
+        instances of another study (STOW-RS `studies/{study}`); `keep_identical` counts an
+        instance already stored with the same bytes as stored (and leaves the stored one alone)
+        rather than failing it (import)."""
         self._instances = instances
         self._store = store
+        self._store_key = store_key
         self._study_uid = study_uid
         self._in_flight_limit = in_flight
         self._identical_in = store if keep_identical else None
@@ -65,7 +69,11 @@ class IngestBatch:
         a transaction fewer than staging it and committing."""
         await self._settle()
         result = await self._instances.ingest(
-            self._store, source, study_uid=self._study_uid, commit=alone
+            self._store,
+            source,
+            study_uid=self._study_uid,
+            commit=alone,
+            store_key=self._store_key,
         )
         await self._keep(result)
 
@@ -74,7 +82,11 @@ class IngestBatch:
         syncs overlap the parsing of the next ones. At most `in_flight` at once."""
         await self._settle(keep=self._in_flight_limit - 1)
         ingest = self._instances.ingest(
-            self._store, io.BytesIO(data), study_uid=self._study_uid, commit=False
+            self._store,
+            io.BytesIO(data),
+            study_uid=self._study_uid,
+            commit=False,
+            store_key=self._store_key,
         )
         self._in_flight.append(asyncio.ensure_future(ingest))
 

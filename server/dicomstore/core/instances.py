@@ -175,6 +175,7 @@ class Instances:
         *,
         study_uid: str | None = None,
         commit: bool = True,
+        store_key: int | None = None,
     ) -> Ingested:
         """Store one Part 10 instance read from the seekable `source`.
 
@@ -182,7 +183,8 @@ class Instances:
         fails. With `commit=False` the instance is durable but invisible until `commit` (or gone
         after `abandon`, or after a crash), and its row is recorded only then (or by `stage`):
         a request's instances appear together, in one transaction, when it is acknowledged.
-        Raises NotFound only when the store itself is missing.
+        Raises NotFound only when the store itself is missing. `store_key` is the store's key
+        when the caller has looked it up (`store_key`), which saves a catalog read.
         """
         size = source.seek(0, os.SEEK_END)
         source.seek(0)
@@ -192,7 +194,7 @@ class Instances:
             outcome = await asyncio.to_thread(_checked, source, study_uid)
         if isinstance(outcome, Ingested):
             return outcome
-        key = await self._catalog.reserve_instance_key(store)
+        key = await self._catalog.reserve_instance_key(store, store_key=store_key)
         source.seek(0)
         # The write runs as its own task, awaited through a shield: cancelling the ingest must
         # not cancel the wait for a write whose thread cannot be stopped.
@@ -208,6 +210,10 @@ class Instances:
         except BaseException:
             await asyncio.shield(self._discard(key, writing))
             raise
+
+    async def store_key(self, store: DicomStoreName) -> int:
+        """The catalog's key of `store`; NotFound when it is missing."""
+        return await self._catalog.dicom_store_key(store)
 
     def notify_stored(self, store: DicomStoreName, keys: Sequence[InstanceKey]) -> None:
         """Tell `on_stored` of instances a batch made visible."""

@@ -98,9 +98,13 @@ class Catalog(Protocol):
 
     # Instances: the blob is written under a reserved key, then the row is added (visible at
     # once, or invisible until `add_instances` commits it); a row never exists without its blob.
-    async def reserve_instance_key(self, store: DicomStoreName) -> InstanceKey:
+    async def reserve_instance_key(
+        self, store: DicomStoreName, *, store_key: int | None = None
+    ) -> InstanceKey:
         """A key no instance has ever had, for an instance of `store` whose blob is written
-        before its row is added. Raise NotFound when the store is missing."""
+        before its row is added. Raise NotFound when the store is missing. `store_key` is the
+        store's key when the caller has looked it up (an ingest batch does, once): it is not
+        looked up again, and a store deleted meanwhile refuses the row."""
 
     async def add_instance(
         self,

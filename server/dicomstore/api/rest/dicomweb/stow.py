@@ -171,7 +171,7 @@ class _Stow:
         media_type = negotiate(request.headers.get("accept"))
         context = self._context
         store = context.store_name(request)
-        await context.stores.require(store)
+        store_key = await context.instances.store_key(store)
         study: str | None = request.path_params.get("study")
         if study is not None and not is_valid_uid(study):
             raise InvalidArgument(
@@ -181,7 +181,7 @@ class _Stow:
             )
         if form.media_type == DICOM:
             _check_content_length(request, context.max_instance_bytes)
-        batch = IngestBatch(context.instances, store, study_uid=study)
+        batch = IngestBatch(context.instances, store, store_key, study_uid=study)
         upload = _Upload(context, batch, form)
         try:
             if form.media_type == DICOM:
