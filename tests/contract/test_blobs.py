@@ -81,6 +81,18 @@ async def test_read_streams_a_large_blob_in_bounded_chunks(blobs: BlobStore) -> 
     assert max(len(chunk) for chunk in chunks) <= READ_CHUNK
 
 
+@pytest.mark.parametrize(
+    "size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, READ_CHUNK, READ_CHUNK + 1]
+)
+async def test_read_returns_every_byte_whatever_the_size(blobs: BlobStore, size: int) -> None:
+    """Sizes at the chunk boundaries of both stores: nothing lost, no empty chunk."""
+    payload = bytes(range(251)) * (size // 251) + bytes(size % 251)
+    await blobs.write(4, 11, io.BytesIO(payload))
+    chunks = [chunk async for chunk in blobs.read(4, 11)]
+    assert b"".join(chunks) == payload
+    assert all(chunks)
+
+
 async def test_write_copies_a_file_from_its_position(blobs: BlobStore, tmp_path: Path) -> None:
     payload = bytes(range(256)) * 9000
     (tmp_path / "source").write_bytes(b"skipped" + payload)

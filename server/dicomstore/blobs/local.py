@@ -108,6 +108,16 @@ def _abandoned(partial: Path) -> bool:
     return stale or not pid.isdigit() or not pid_running(int(pid))
 
 
+def _open_and_read(path: Path) -> tuple[BinaryIO, bytes]:
+    """The file open for reading, and its first chunk."""
+    blob = path.open("rb")
+    try:
+        return blob, blob.read(_CHUNK)
+    except BaseException:
+        blob.close()
+        raise
+
+
 def _pread(path: Path, start: int, size: int) -> bytes:
     with path.open("rb") as file:
         return os.pread(file.fileno(), size, start)
@@ -187,21 +197,19 @@ class LocalBlobStore:
     async def read(self, store_key: int, instance_key: int) -> AsyncIterator[bytes]:
         """The blob's bytes in chunks of at most 1 MiB; NotFound if there is no such blob."""
         path = self._path(store_key, instance_key)
-        try:
-            blob = await asyncio.to_thread(path.open, "rb")
-        except FileNotFoundError:
-            raise NotFound(f"blob {store_key}/{instance_key} not found") from None
-        except OSError as exc:
-            raise storage_fault(exc, "reading a blob") from exc
+        with _reading(store_key, instance_key):
+            blob, chunk = await asyncio.to_thread(_open_and_read, path)
         with blob:
-            while True:
+            # A read shorter than asked for is the end of a file: a blob of at most one chunk
+            # (most instances) takes one thread trip, not three (open, read, read the end).
+            while chunk:
+                yield chunk
+                if len(chunk) < _CHUNK:
+                    break
                 try:
                     chunk = await asyncio.to_thread(blob.read, _CHUNK)
                 except OSError as exc:
                     raise storage_fault(exc, "reading a blob") from exc
-                if not chunk:
-                    break
-                yield chunk
 
     async def read_range(self, store_key: int, instance_key: int, start: int, size: int) -> bytes:
         """`size` bytes from `start`, in one `pread`; fewer at the blob's end."""
