@@ -164,3 +164,30 @@ class Corpus:
         day = dt.date(2010, 1, 1) + dt.timedelta(days=(relative * 7919) % self.days)
         modality = MODALITIES[(study + 3 * series) % len(MODALITIES)]
         return Ids(study, series, k % PER_STUDY, study // 2, f"{day:%Y%m%d}", modality)
+
+
+def qido_queries(
+    corpus: Corpus, studies: int, per_kind: int, rng: random.Random
+) -> list[tuple[str, str]]:
+    """(kind, QIDO path relative to the DICOMweb root): the benchmarks' fixed mix over the first
+    `studies` studies of `corpus`, interleaved, each kind `per_kind` times, all of them
+    matching."""
+    out: list[tuple[str, str]] = []
+
+    def any_study() -> Ids:
+        return corpus.ids(rng.randrange(studies) * PER_STUDY)
+
+    for _ in range(per_kind):
+        out.append(("studies by PatientID", f"/studies?PatientID=P{any_study().patient:09d}"))
+        start = dt.datetime.strptime(any_study().date, "%Y%m%d")
+        window = f"{start:%Y%m%d}-{start + dt.timedelta(days=6):%Y%m%d}"
+        out.append(("studies by StudyDate range", f"/studies?StudyDate={window}"))
+        number = any_study().study
+        out.append(("studies by AccessionNumber", f"/studies?AccessionNumber=A{number:09d}"))
+        study = any_study()
+        path = f"/studies/{study.study_uid}/series?Modality={study.modality}"
+        out.append(("series of a study by Modality", path))
+        series = corpus.ids(rng.randrange(studies) * PER_STUDY + rng.choice((0, PER_SERIES)))
+        path = f"/studies/{series.study_uid}/series/{series.series_uid}/instances"
+        out.append(("instances of a series", path))
+    return out

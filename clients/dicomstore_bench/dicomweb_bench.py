@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import importlib.metadata
 import importlib.util
 import itertools
@@ -62,7 +61,7 @@ from pathlib import Path
 import httpx
 
 from dicomstore_bench.arguments import workload_list
-from dicomstore_bench.corpus import MODALITIES, PER_SERIES, PER_STUDY, Corpus, Ids, Template
+from dicomstore_bench.corpus import MODALITIES, PER_STUDY, Corpus, Ids, Template, qido_queries
 from dicomstore_bench.load import (
     MB,
     WARMUP_S,
@@ -214,7 +213,7 @@ class Bench:
             compare=False,
         )
 
-        queries = self._queries(corpus, studies, random.Random(20241122))
+        queries = qido_queries(corpus, studies, s.qido_queries, random.Random(20241122))
         kinds = list(dict.fromkeys(kind for kind, _ in queries))
         every = [path for _, path in queries]
         latencies: dict[str, dict[str, Tally]] = {kind: {} for kind in [*kinds, "mix"]}
@@ -249,28 +248,6 @@ class Bench:
                 errors=False,
             )
         self._add("QIDO mix c=4", "queries/s", mixed, lambda t: t.per_s)
-
-    def _queries(self, corpus: Corpus, studies: int, rng: random.Random) -> list[tuple[str, str]]:
-        """The fixed mix, interleaved: each kind --qido-queries times, all of them matching."""
-        out: list[tuple[str, str]] = []
-
-        def any_study() -> Ids:
-            return corpus.ids(rng.randrange(studies) * PER_STUDY)
-
-        for _ in range(self.settings.qido_queries):
-            out.append(("studies by PatientID", f"/studies?PatientID=P{any_study().patient:09d}"))
-            start = dt.datetime.strptime(any_study().date, "%Y%m%d")
-            window = f"{start:%Y%m%d}-{start + dt.timedelta(days=6):%Y%m%d}"
-            out.append(("studies by StudyDate range", f"/studies?StudyDate={window}"))
-            number = any_study().study
-            out.append(("studies by AccessionNumber", f"/studies?AccessionNumber=A{number:09d}"))
-            study = any_study()
-            path = f"/studies/{study.study_uid}/series?Modality={study.modality}"
-            out.append(("series of a study by Modality", path))
-            series = corpus.ids(rng.randrange(studies) * PER_STUDY + rng.choice((0, PER_SERIES)))
-            path = f"/studies/{series.study_uid}/series/{series.series_uid}/instances"
-            out.append(("instances of a series", path))
-        return out
 
     async def wado(self, loopback: str) -> None:
         count = self.study_count

@@ -165,7 +165,7 @@ async def drive(
     server_cpu = cpu_seconds(server) if server else 0.0
 
     async def loop() -> None:
-        async with _client() as client:
+        async with one_connection_client() as client:
             await loop_on(client)
 
     async def loop_on(client: httpx.AsyncClient) -> None:
@@ -199,7 +199,8 @@ async def drive(
     return tally
 
 
-def _client() -> httpx.AsyncClient:
+def one_connection_client() -> httpx.AsyncClient:
+    """The client of one of `drive`'s loops."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     return httpx.AsyncClient(
         limits=limits, timeout=httpx.Timeout(300), headers={"Accept-Encoding": "identity"}

@@ -11,6 +11,10 @@ import subprocess
 import sys
 from typing import Any
 
+from tests.faults import unavailable
+
+from dicomstore_bench import postgres
+
 #: A run measured in seconds: short timed runs over a few dozen instances.
 TINY = [
     # A window long enough that a loaded machine still completes a request at concurrency 16.
@@ -157,3 +161,48 @@ def test_transfer_bench_prints_each_figure_in_its_table() -> None:
         assert float(cells[(f"{name}: server CPU", "ms/inst")][0]) >= 0
         assert cells[(f"{name}: peak RSS", "MB")][1] == "< 300 MB ok"
     assert not any("fake-gcs-server" in line for line in lines)
+
+
+REPLICA_WORKLOADS = (
+    "STOW 10 KB c=4",
+    "STOW multipart 10/request c=4 (QIDO load)",
+    "QIDO mix c=4",
+)
+
+
+def test_replica_bench_measures_sqlite_and_each_replica_count(fake_gcs_url: str) -> None:
+    """`fake_gcs_url` skips without the emulator; the command starts one of its own."""
+    found = postgres.runnable()
+    if isinstance(found, str):
+        unavailable(found)
+    code, report, stderr = _run(
+        "replica_bench",
+        *("--replicas", "1,2", "--duration", "1", "--concurrency", "4"),
+        *("--qido-instances", "40", "--qido-queries", "2"),
+    )
+
+    assert code == 0, stderr
+    columns = ["sqlite", "1 replica", "2 replicas"]
+    assert report["columns"] == columns
+    rows = {(row["workload"], row["unit"], row["part"]): row for row in report["rows"]}
+    for row in report["rows"]:
+        assert not row["errors"], row
+        assert set(row["values"]) == set(columns), row
+    rates = [(w, "queries/s" if w.startswith("QIDO") else "inst/s", "") for w in REPLICA_WORKLOADS]
+    kinds = {row["workload"] for row in report["rows"] if row["unit"] == "p99 ms"}
+    assert len(kinds) == 6 and "QIDO mix c=1" in kinds  # five query kinds and their mix
+    latencies = [(kind, unit, "") for kind in kinds for unit in ("p50 ms", "p99 ms")]
+    for key in rates + latencies:
+        for value in rows[key]["values"].values():
+            assert value is not None and math.isfinite(value) and value > 0, rows[key]
+    for workload in REPLICA_WORKLOADS:
+        unit = "CPU ms/query" if workload.startswith("QIDO") else "CPU ms/inst"
+        # CPU time is counted in clock ticks (10 ms), more than a tiny run may take.
+        for part in ("dicomstore", "all servers"):
+            assert all(v >= 0 for v in rows[(workload, unit, part)]["values"].values())
+        for part in ("PostgreSQL", "fake-gcs-server"):
+            values = rows[(workload, unit, part)]["values"]
+            assert values["sqlite"] is None
+            assert values["1 replica"] >= 0 and values["2 replicas"] >= 0
+    for part in ("PostgreSQL", "fake-gcs-server"):  # what the replicas stored went there
+        assert rows[("STOW 10 KB c=4", "CPU ms/inst", part)]["values"]["2 replicas"] > 0
