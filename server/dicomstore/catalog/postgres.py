@@ -77,6 +77,14 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+async def _keep_session(db: asyncpg.Connection[Record]) -> None:
+    """A connection's reset on its way back to the pool, after asyncpg has rolled back any open
+    transaction: nothing more. The catalog leaves no session state (its only advisory lock is
+    transaction-scoped; no SET, LISTEN or cursor), so asyncpg's default reset statement (unlock
+    all, CLOSE ALL, UNLISTEN, RESET ALL) would be one wasted round trip per statement or
+    transaction."""
+
+
 class PostgresCatalog(PostgresStores, PostgresInstances, PostgresOperations, PostgresSearch):
     """`dicomstore.core.ports.Catalog` on a PostgreSQL database."""
 
@@ -100,6 +108,7 @@ class PostgresCatalog(PostgresStores, PostgresInstances, PostgresOperations, Pos
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 statement_cache_size=256,
+                reset=_keep_session,
             )
             async with self._pool.acquire() as db:
                 await self._migrate(db)
