@@ -104,15 +104,14 @@ def params(store_key: int, values: Sequence[Any], probes: Sequence[Any]) -> list
 # until the page is full.
 
 
-def ordered_page(candidates: str, probes: str) -> str:
+def ordered_page(candidates: str, probes: str, page: str) -> str:
     """A page of the studies of `candidates` (SQL yielding `study_key`s in key order) that pass
-    `check`; parameters: the candidates', the probes', limit, offset. (OFFSET 0 keeps the
-    check a test of each study: without it, the planner turns it into a join over every
-    instance that matches.)"""
+    `check`, cut by `page` (its LIMIT and OFFSET); parameters: the candidates', the probes',
+    the page's. (OFFSET 0 keeps the check a test of each study: without it, the planner turns
+    it into a join over every instance that matches.)"""
     return (
         f"{_SELECT} FROM ({candidates}) c JOIN studies st ON st.id = c.study_key"
-        f" WHERE TRUE{check(probes + ' OFFSET 0', 'st.id')} ORDER BY c.study_key"
-        " LIMIT ? OFFSET ?"
+        f" WHERE TRUE{check(probes + ' OFFSET 0', 'st.id')} ORDER BY c.study_key{page}"
     )
 
 
