@@ -12,7 +12,6 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from dicomstore import __version__, config, logs
-from dicomstore.app import serve
 from dicomstore.core.errors import DicomStoreError
 
 
@@ -60,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dicomstore import supervisor  # not imported by the workers
 
         return supervisor.main(settings)
+    # Imported here: the supervisor of --workers serves nothing itself, and without the servers
+    # (grpc, Starlette, uvicorn) its interpreter is ~20 MB smaller.
+    from dicomstore.app import serve
+
     try:
         run(serve(settings, worker_pipe=pipe), settings.event_loop)
     except (OSError, DicomStoreError) as exc:
