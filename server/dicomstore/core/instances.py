@@ -184,7 +184,7 @@ class Instances:
         after `abandon`, or after a crash), and its row is recorded only then (or by `stage`):
         a request's instances appear together, in one transaction, when it is acknowledged.
         Raises NotFound only when the store itself is missing. `store_key` is the store's key
-        when the caller has looked it up (`store_key`), which saves a catalog read.
+        when the caller has looked it up (`Instances.store_key`), which saves a catalog read.
         """
         size = source.seek(0, os.SEEK_END)
         source.seek(0)

@@ -70,10 +70,6 @@ class DicomStores:
     async def get(self, name: str) -> DicomStore:
         return await self._catalog.get_dicom_store(DicomStoreName.parse(name))
 
-    async def require(self, name: DicomStoreName) -> None:
-        """NotFound unless the store exists; cheaper than `get`, which reads its configuration."""
-        await self._catalog.dicom_store_key(name)
-
     async def list(
         self, parent: str, filter: str, page_size: int, page_token: str
     ) -> Page[DicomStore]:
