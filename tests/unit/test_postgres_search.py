@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.contract.test_catalog_search import instance as contract_instance
+from tests.contract.test_catalog_search import one
 from tests.postgres import (
     database_url,
     drop_database,
@@ -28,42 +30,20 @@ from dicomstore.core.queries import Condition, Level, MatchKind, Query
 DATASET = DatasetName.parse("projects/p/locations/l/datasets/d")
 STORE = DicomStoreName(DATASET, "s")
 MISSING = DicomStoreName(DATASET, "missing")
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: Patients of the studies 1 to 7, in the order they are stored (study 7 invisible).
 PATIENTS = ("SMITH^A", "JONES^B", "SMITH^C", "SMITH^D", "NGUYEN^E", "SMITH^F", "DOE^G")
 
 
-def one(vr: str, value: Any) -> dict[str, Any]:
-    return {"vr": vr, "Value": [value]}
-
-
 def instance(study: int, series: int, number: int, modality: str) -> NewInstance:
-    patient, study_uid = PATIENTS[study - 1], f"1.{study}"
-    series_uid, sop_uid = f"{study_uid}.{series}", f"{study_uid}.{series}.{number}"
-    study_json = {
-        "00100010": {"vr": "PN", "Value": [{"Alphabetic": patient}]},
-        "00100020": one("LO", f"P{study}"),
-        "0020000D": one("UI", study_uid),
-    }
-    series_json = {"00080060": one("CS", modality), "0020000E": one("UI", series_uid)}
-    return NewInstance(
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        sop_class_uid=CT_IMAGE,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        study_attributes=study_json,
-        series_attributes=series_json,
-        metadata={**study_json, **series_json, "00080018": one("UI", sop_uid)},
-        attributes={
-            "StudyInstanceUID": study_uid,
-            "SeriesInstanceUID": series_uid,
-            "SOPInstanceUID": sop_uid,
-            "SOPClassUID": CT_IMAGE,
-            "PatientName": patient,
-            "PatientID": f"P{study}",
-            "Modality": modality,
-        },
+    """Instance `number` of series `series` of study `study` (UIDs 1.study.series.number)."""
+    study_uid = f"1.{study}"
+    return contract_instance(
+        study_uid,
+        f"{study_uid}.{series}",
+        f"{study_uid}.{series}.{number}",
+        patient=PATIENTS[study - 1],
+        patient_id=f"P{study}",
+        modality=modality,
     )
 
 
