@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -197,6 +199,13 @@ async def drive(
     tally.server_cpu_s = cpu_seconds(server) - server_cpu if server else 0.0
     tally.elapsed_s = duration if duration is not None else (time.perf_counter_ns() - start) / 1e9
     return tally
+
+
+def cheap_failed_sniffio() -> None:
+    """Without sniffio installed, httpcore tries `import sniffio` on every request, and a failed
+    import is not cached: ~0.2 ms of client CPU per request. An entry of None fails it at once."""
+    if importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def one_connection_client() -> httpx.AsyncClient:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 import httpx
 
 from dicomstore_bench.arguments import positive, workload_list
-from dicomstore_bench.load import WARMUP_S
+from dicomstore_bench.load import WARMUP_S, cheap_failed_sniffio
 from dicomstore_bench.pixel_report import OURS, print_table
 from dicomstore_bench.pixel_run import Bench, Settings, phase
 from dicomstore_bench.pixel_servers import ORTHANC_GDCM, Servers, start_servers
@@ -71,9 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if importlib.util.find_spec("sniffio") is None:
-        # As in dicomstore-dicomweb-bench: a failed `import sniffio` per request costs the client.
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
+    cheap_failed_sniffio()
     settings = Settings(args.duration, args.repeat, args.workloads)
     began, load = time.monotonic(), os.getloadavg()[0]
     versions: dict[str, str] = {}

@@ -70,6 +70,7 @@ from dicomstore_bench.load import (
     WARMUP_S,
     Op,
     Tally,
+    cheap_failed_sniffio,
     cpu_seconds,
     drive,
     one_connection_client,
@@ -400,10 +401,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if importlib.util.find_spec("sniffio") is None:
-        # As in dicomstore-dicomweb-bench: httpcore's failed `import sniffio` on every request
-        # costs ~0.2 ms of client CPU; an entry of None fails it at once.
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
+    cheap_failed_sniffio()
     settings = _settings(args)
     began = time.monotonic()
     versions = {"dicomstore": importlib.metadata.version("dicomstore")}
