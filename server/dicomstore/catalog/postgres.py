@@ -20,7 +20,6 @@ unreachable or refusing server is one FailedPrecondition naming the URL (without
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import random
 import re
@@ -33,6 +32,7 @@ import asyncpg
 from asyncpg import Record
 
 from dicomstore.catalog import postgres_errors
+from dicomstore.catalog.key_blocks import KeyBlocks
 from dicomstore.catalog.postgres_instances import PostgresInstances
 from dicomstore.catalog.postgres_operations import PostgresOperations
 from dicomstore.catalog.postgres_search import PostgresSearch
@@ -94,8 +94,7 @@ class PostgresCatalog(PostgresStores, PostgresInstances, PostgresOperations, Pos
         self._pool: asyncpg.Pool[Record] | None = None
         # Writes whose caller was cancelled while they ran: the next writes wait for them.
         self._abandoned: set[asyncio.Task[Any]] = set()
-        self._instance_keys: collections.deque[int] = collections.deque()
-        self._instance_key_lock = asyncio.Lock()
+        self._instance_keys = KeyBlocks(self._key_block)
 
     async def open(self) -> None:
         """Connect and bring the schema up to date; FailedPrecondition naming the database

@@ -2,7 +2,7 @@
 
 Instance keys are handed out before the instance's row exists (`reserve_instance_key`), so
 that its blob can be written first: from the `instance_keys` sequence, shared by every process
-on the database and never reused, `KEY_BLOCK` at a time (one round trip per block). A row is
+on the database and never reused, a block at a time (`key_blocks`). A row is
 added invisible (state 0, with the owner id of the process adding it) or visible (1); invisible
 rows whose process is dead are a crash's leftovers (`recover_instances`).
 
@@ -15,15 +15,14 @@ UNIQUE (series_key, sop_uid) makes of concurrent stores of the same UIDs exactly
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 
 from dicomstore.catalog import shared
+from dicomstore.catalog.key_blocks import KEY_BLOCK, KeyBlocks
 from dicomstore.catalog.postgres_statements import (
     NOW_MICROS,
     Db,
@@ -40,31 +39,23 @@ from dicomstore.core.names import DicomStoreName
 
 _Add = Callable[[Db], Awaitable[None]]
 
-#: Instance keys a process takes from the sequence at once. Within a process keys grow in the
-#: order instances arrive; across processes, by block.
-KEY_BLOCK: Final = 32
-
 
 class PostgresInstances(PostgresParts):
     _index_rows: Callable[[int, NewInstance], _Add]
-    _instance_keys: collections.deque[int]
-    _instance_key_lock: asyncio.Lock
+    _instance_keys: KeyBlocks
 
     async def reserve_instance_key(
         self, store: DicomStoreName, *, store_key: int | None = None
     ) -> InstanceKey:
         if store_key is None:
             store_key = await self.dicom_store_key(store)
-        # One refill at a time, the others waiting in line: keys follow arrival order.
-        async with self._instance_key_lock:
-            if not self._instance_keys:
-                rows = await self._all(
-                    "SELECT nextval('instance_keys') AS key FROM generate_series(1, ?)",
-                    (KEY_BLOCK,),
-                )
-                self._instance_keys.extend(sorted(int(r["key"]) for r in rows))
-            key = self._instance_keys.popleft()
-        return InstanceKey(store_key, key)
+        return InstanceKey(store_key, await self._instance_keys.next())
+
+    async def _key_block(self) -> list[int]:
+        rows = await self._all(
+            "SELECT nextval('instance_keys') AS key FROM generate_series(1, ?)", (KEY_BLOCK,)
+        )
+        return sorted(int(r["key"]) for r in rows)
 
     async def add_instance(
         self,

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from dicomstore.catalog.key_blocks import KeyBlocks
 from dicomstore.catalog.sqlite_instances import SqliteInstances
 from dicomstore.catalog.sqlite_operations import SqliteOperations
 from dicomstore.catalog.sqlite_search import SqliteSearch
@@ -85,9 +86,7 @@ class SqliteCatalog(SqliteStores, SqliteInstances, SqliteOperations, SqliteSearc
         self._writer: SqliteWriter | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
-        # Instance keys taken from the catalog and not handed out yet: [next, end).
-        self._instance_keys = (0, 0)
-        self._instance_key_lock = asyncio.Lock()
+        self._instance_keys = KeyBlocks(self._key_block)
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)

@@ -10,13 +10,13 @@ invisible rows whose process is dead are a crash's leftovers (`recover_instances
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 from dicomstore.catalog import shared
+from dicomstore.catalog.key_blocks import KEY_BLOCK, KeyBlocks
 from dicomstore.catalog.sqlite_statements import (
     NOW_MICROS,
     SqliteParts,
@@ -27,14 +27,9 @@ from dicomstore.core.errors import Aborted, AlreadyExists, NotFound
 from dicomstore.core.model import InstanceKey, NewInstance, NewInstanceRow, StoredInstance
 from dicomstore.core.names import DicomStoreName
 
-#: Instance keys a process takes from the catalog at once (one write transaction per block).
-#: Within a process keys grow in the order instances arrive; across processes, by block.
-KEY_BLOCK: Final = 32
-
 
 class SqliteInstances(SqliteParts):
-    _instance_keys: tuple[int, int]
-    _instance_key_lock: asyncio.Lock
+    _instance_keys: KeyBlocks
     _index_rows: Callable[[int, NewInstance], Callable[[sqlite3.Connection], None]]
 
     async def reserve_instance_key(
@@ -42,15 +37,11 @@ class SqliteInstances(SqliteParts):
     ) -> InstanceKey:
         if store_key is None:
             store_key = await self.dicom_store_key(store)
-        # One refill at a time, the others waiting in line (asyncio's lock is first come, first
-        # served): keys follow the order the reservations arrived in, and no block is wasted.
-        async with self._instance_key_lock:
-            next_key, end = self._instance_keys
-            if next_key >= end:
-                next_key = await self._write(_take_key_block)
-                end = next_key + KEY_BLOCK
-            self._instance_keys = (next_key + 1, end)
-        return InstanceKey(store_key, next_key)
+        return InstanceKey(store_key, await self._instance_keys.next())
+
+    async def _key_block(self) -> range:
+        first = await self._write(_take_key_block)
+        return range(first, first + KEY_BLOCK)
 
     async def add_instance(
         self,
